@@ -1,0 +1,103 @@
+"""A family of CNNs for 28x28 digits, built from hyperparameters.
+
+One spec, one builder. The seed reports' models are points of this space, for example:
+
+* 2-conv 16/32 (report B): depth 2, width 16, kernel 5, no batch norm, fc_layers 0;
+* LeNet-5-like (report G): depth 2, width 6, kernel 5, padding valid, fc_width 120, fc_layers 2;
+* VGG-style 64/128 with batch norm (report E): depth 2, width 64, convs_per_block 2, batch norm,
+  fc_width 256, fc_layers 2, dropout 0.5.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pipeline.settings import (
+    NUM_CLASSES,
+    ModelSpec,
+    block_widths,
+    check_spec,
+    fc_widths,
+    spatial_sizes,
+)
+
+# MNIST's pixel mean and std; the network standardises its own input so that exported models
+# take plain [0, 1] images.
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+
+
+class Standardize(nn.Module):
+    """Maps [0, 1] pixels to MNIST's zero-mean, unit-variance scale inside the network."""
+
+    def __init__(self, mean: float = MNIST_MEAN, std: float = MNIST_STD) -> None:
+        super().__init__()
+        self.mean, self.std = mean, std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def build_model(spec: ModelSpec, *, seed: int | None = None) -> nn.Module:
+    """The CNN described by ``spec``: (N, 1, 28, 28) pixels in [0, 1] -> (N, 10) logits.
+
+    With ``seed`` the initial weights are reproducible and the global random state is untouched.
+    """
+    check_spec(spec)
+    if seed is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return build_model(spec)
+    layers: list[nn.Module] = [Standardize()]
+    in_ch = 1
+    padding = spec.kernel_size // 2 if spec.padding == "same" else 0
+    for out_ch in block_widths(spec):
+        for _ in range(spec.convs_per_block):
+            # A conv followed by batch norm needs no bias: BN's shift replaces it.
+            layers.append(nn.Conv2d(in_ch, out_ch, spec.kernel_size, padding=padding,
+                                    bias=not spec.batch_norm))
+            if spec.batch_norm:
+                layers.append(nn.BatchNorm2d(out_ch))
+            layers.append(nn.ReLU(inplace=True))
+            in_ch = out_ch
+        layers.append(nn.MaxPool2d(2) if spec.pool == "max" else nn.AvgPool2d(2))
+        if spec.conv_dropout:
+            layers.append(nn.Dropout2d(spec.conv_dropout))
+    side = spatial_sizes(spec)[-1]
+    layers.append(nn.Flatten())
+    features = in_ch * side * side
+    for units in fc_widths(spec):
+        if spec.dropout:
+            layers.append(nn.Dropout(spec.dropout))
+        layers += [nn.Linear(features, units), nn.ReLU(inplace=True)]
+        features = units
+    if spec.dropout:
+        layers.append(nn.Dropout(spec.dropout))
+    layers.append(nn.Linear(features, NUM_CLASSES))
+    model = nn.Sequential(*layers)
+    _init_weights(model)
+    return model
+
+
+def _init_weights(model: nn.Module) -> None:
+    # He initialisation suits ReLU networks (report E used it); biases start at zero.
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def describe(spec: ModelSpec) -> str:
+    """A one-line picture of the network, e.g. ``conv32 → pool → conv64 → pool → fc128 → 10``."""
+    parts = []
+    for w in block_widths(spec):
+        parts.append("→".join([f"conv{w}k{spec.kernel_size}"] * spec.convs_per_block))
+        parts.append(f"{spec.pool}pool")
+    parts += [f"fc{u}" for u in fc_widths(spec)]
+    parts.append(str(NUM_CLASSES))
+    return " → ".join(parts)

@@ -1,0 +1,204 @@
+"""Typed hyperparameters: what a network is, how it is trained, which data it sees.
+
+Plain data with validation and no torch import, so that the CLI can build its options and check a
+configuration or a search space without loading the machinery. Every field is a key of the one
+flat namespace shared by `pipeline train`, search-space files and MLflow params (see hparams.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from pipeline.errors import ArchitectureError, UsageError
+
+
+def _field(default, help: str, choices: tuple[str, ...] | None = None):
+    """A settings field whose help text (and choices) the CLI turns into an option."""
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+# ---------------------------------------------------------------------------------------------
+# Architecture
+
+IMAGE_SIZE = 28
+NUM_CLASSES = 10
+POOLS = ("max", "avg")
+PADDINGS = ("same", "valid")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Architecture hyperparameters. Every field is a search-space and ``pipeline train`` key."""
+
+    depth: int = _field(2, "conv blocks; each ends in a 2x2 pooling")
+    width: int = _field(32, "channels of the first block; block i has width*2^i")
+    kernel_size: int = _field(3, "odd conv kernel size")
+    padding: str = _field("same", "'same' keeps the size, 'valid' shrinks it", PADDINGS)
+    convs_per_block: int = _field(1, "conv layers per block (2 = VGG-style)")
+    batch_norm: bool = _field(True, "batch norm after every conv")
+    pool: str = _field("max", "pooling at the end of each block", POOLS)
+    conv_dropout: float = _field(0.0, "channel dropout after each block")
+    fc_width: int = _field(128, "units of the first hidden dense layer")
+    fc_layers: int = _field(1, "hidden dense layers, each half the one before")
+    dropout: float = _field(0.0, "dropout before every dense layer")
+
+    def __post_init__(self) -> None:
+        check_spec(self)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+MODEL_KEYS = tuple(f.name for f in fields(ModelSpec))
+
+
+def _refuse(spec: ModelSpec, why: str) -> ArchitectureError:
+    return ArchitectureError(f"impossible architecture ({describe_brief(spec)}): {why}")
+
+
+def describe_brief(spec: ModelSpec) -> str:
+    return (
+        f"depth {spec.depth}, width {spec.width}, kernel {spec.kernel_size}, "
+        f"padding {spec.padding}, {spec.convs_per_block} conv(s)/block"
+    )
+
+
+def spatial_sizes(spec: ModelSpec) -> list[int]:
+    """Feature-map side after the input and after every block: [28, 14, 7, ...]."""
+    sizes = [IMAGE_SIZE]
+    size = IMAGE_SIZE
+    shrink = 0 if spec.padding == "same" else spec.kernel_size - 1
+    for _ in range(spec.depth):
+        size -= shrink * spec.convs_per_block
+        if size < 1:
+            sizes.append(size)
+            break
+        size //= 2
+        sizes.append(size)
+        if size < 1:
+            break
+    return sizes
+
+
+def check_spec(spec: ModelSpec) -> None:
+    """Refuse, with the reason, any combination that cannot make a network for 28x28 inputs."""
+    ints = {"depth": 1, "width": 1, "kernel_size": 1, "convs_per_block": 1, "fc_width": 0,
+            "fc_layers": 0}
+    for name, low in ints.items():
+        value = getattr(spec, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ArchitectureError(f"{name} must be a whole number >= {low}, got {value!r}")
+    if spec.kernel_size % 2 == 0:
+        k = spec.kernel_size
+        raise _refuse(spec, f"kernel_size must be odd so 'same' padding is symmetric, got {k}; "
+                            f"use {k - 1} or {k + 1}")
+    if spec.pool not in POOLS:
+        raise ArchitectureError(f"pool must be one of {', '.join(POOLS)}, got {spec.pool!r}")
+    if spec.padding not in PADDINGS:
+        raise ArchitectureError(
+            f"padding must be one of {', '.join(PADDINGS)}, got {spec.padding!r}")
+    if not isinstance(spec.batch_norm, bool):
+        raise ArchitectureError(f"batch_norm must be true or false, got {spec.batch_norm!r}")
+    for name in ("dropout", "conv_dropout"):
+        value = getattr(spec, name)
+        if not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise ArchitectureError(f"{name} must be in [0, 1), got {value!r}")
+    if spec.fc_layers > 0 and spec.fc_width < 2 ** (spec.fc_layers - 1):
+        raise _refuse(spec, f"fc_width {spec.fc_width} cannot be halved into {spec.fc_layers} "
+                            f"hidden layers; use fc_width >= {2 ** (spec.fc_layers - 1)}")
+    sizes = spatial_sizes(spec)
+    if sizes[-1] < 1 or len(sizes) < spec.depth + 1:
+        trace = "→".join(str(max(s, 0)) for s in sizes)
+        fix = ("use fewer blocks" if spec.padding == "same"
+               else "use padding 'same', a smaller kernel or fewer blocks")
+        raise _refuse(spec, f"the 28x28 input shrinks to nothing ({trace}) before block "
+                            f"{len(sizes) - 1} ends; {fix}")
+
+
+def block_widths(spec: ModelSpec) -> list[int]:
+    return [spec.width * 2**i for i in range(spec.depth)]
+
+
+def fc_widths(spec: ModelSpec) -> list[int]:
+    return [max(1, spec.fc_width // 2**i) for i in range(spec.fc_layers)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+SCHEDULES = ("onecycle", "cosine", "constant")
+PRECISIONS = ("auto", "bf16", "fp32")
+CHANNELS_LAST = ("auto", "on", "off")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How a network is trained. Every field is a search-space and ``pipeline train`` key."""
+
+    epochs: int = _field(3, "passes over the training images")
+    batch_size: int = _field(128, "images per optimisation step")
+    optimizer: str = _field("adamw", "optimiser", OPTIMIZERS)
+    lr: float = _field(3e-3, "peak learning rate")
+    momentum: float = _field(0.9, "momentum for sgd and rmsprop")
+    nesterov: bool = _field(True, "Nesterov momentum for sgd")
+    weight_decay: float = _field(5e-4, "L2 penalty (decoupled for adamw)")
+    schedule: str = _field("onecycle", "learning-rate schedule", SCHEDULES)
+    warmup: float = _field(0.2, "onecycle: fraction of steps spent warming up")
+    label_smoothing: float = _field(0.0, "cross-entropy label smoothing")
+    rotation: float = _field(0.0, "random rotation, ± degrees per image (0 = off)")
+    translate: float = _field(0.0, "random shift, ± fraction of the side (0 = off)")
+    eval_batch_size: int = _field(2048, "images per evaluation batch")
+    seed: int = _field(0, "seeds weights, shuffling and augmentation")
+    device: str = _field("auto", "auto (cuda, mps, cpu), or a torch device")
+    precision: str = _field("auto", "bf16 autocast or fp32 (auto: bf16 where fast)", PRECISIONS)
+    channels_last: str = _field("auto", "NHWC memory layout", CHANNELS_LAST)
+    compile: bool = _field(False, "torch.compile the model (pays off on GPUs)")
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+TRAIN_KEYS = tuple(f.name for f in fields(TrainSettings))
+
+
+def check_settings(s: TrainSettings) -> None:
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            raise UsageError(message)
+
+    for name in ("epochs", "batch_size", "eval_batch_size"):
+        value = getattr(s, name)
+        need(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+             f"{name} must be a whole number >= 1, got {value!r}")
+    need(s.optimizer in OPTIMIZERS,
+         f"unknown optimizer {s.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
+    need(s.schedule in SCHEDULES,
+         f"unknown schedule {s.schedule!r}; choose from {', '.join(SCHEDULES)}")
+    need(s.precision in PRECISIONS,
+         f"unknown precision {s.precision!r}; choose from {', '.join(PRECISIONS)}")
+    need(s.channels_last in CHANNELS_LAST,
+         f"channels_last must be auto, on or off, got {s.channels_last!r}")
+    need(isinstance(s.lr, (int, float)) and s.lr > 0, f"lr must be > 0, got {s.lr!r}")
+    need(0 <= s.momentum < 1, f"momentum must be in [0, 1), got {s.momentum!r}")
+    need(s.weight_decay >= 0, f"weight_decay must be >= 0, got {s.weight_decay!r}")
+    need(0 < s.warmup < 1, f"warmup must be in (0, 1), got {s.warmup!r}")
+    need(0 <= s.label_smoothing < 1,
+         f"label_smoothing must be in [0, 1), got {s.label_smoothing!r}")
+    need(0 <= s.rotation <= 180, f"rotation must be in [0, 180] degrees, got {s.rotation!r}")
+    need(0 <= s.translate < 0.5, f"translate must be in [0, 0.5), got {s.translate!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+
+@dataclass(frozen=True)
+class DataSettings:
+    """Which images a run trains and validates on. The test set is never part of it."""
+
+    val_size: int = _field(5000, "validation images carved from the training set")
+    split_seed: int = _field(0, "seed of the train/validation split")
+    train_subset: int | None = _field(None, "train on only this many images (default: all)")

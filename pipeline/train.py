@@ -1,0 +1,294 @@
+"""Training and evaluation with the data resident on the training device.
+
+The whole training set lives on the device as uint8; each epoch shuffles it by index there, and
+each batch is gathered, scaled to [0, 1], augmented and fed to the network without touching the
+host. Loss and accuracy accumulate in device tensors that are read once per epoch, so nothing
+waits on the device between steps.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.augment import random_affine
+from pipeline.data import DataSplits, Split
+from pipeline.errors import DeviceError
+from pipeline.settings import TrainSettings
+
+
+class NonFiniteLossError(Exception):
+    """Training diverged: the loss became NaN or infinite. A search prunes such a trial."""
+
+    def __init__(self, epoch: int, lr: float) -> None:
+        super().__init__(f"loss became non-finite in epoch {epoch} (learning rate {lr:.3g})")
+        self.epoch = epoch
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    """What one epoch measured; the per-epoch callback and MLflow get exactly this."""
+
+    epoch: int  # 1-based
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    lr: float  # learning rate at the end of the epoch
+    seconds: float  # training and evaluation wall time of the epoch
+    images_per_second: float  # training images per second of training time
+
+
+@dataclass
+class FitResult:
+    history: list[EpochStats]
+    val_predictions: torch.Tensor  # final model's predicted digit per validation image (CPU)
+    device: torch.device
+    precision: str
+    channels_last: bool
+
+    @property
+    def final(self) -> EpochStats:
+        return self.history[-1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Device, precision and layout choices.
+
+
+def choose_device(name: str = "auto") -> torch.device:
+    """cuda, then mps, then cpu for 'auto'; an explicit device must exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DeviceError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {name!r} asked for, but CUDA is not available here; "
+                              "use --device cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DeviceError(f"device {name!r} asked for, but only "
+                              f"{torch.cuda.device_count()} CUDA device(s) exist")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None)
+                                     and torch.backends.mps.is_available()):
+        raise DeviceError(f"device {name!r} asked for, but MPS is not available here")
+    return device
+
+
+def cpu_has_fast_bf16() -> bool:
+    """AMX tiles make bf16 convolutions several times faster than fp32 on a CPU (measured 2.5x)."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(probe and probe())
+
+
+def resolve_precision(setting: str, device: torch.device) -> str:
+    if setting != "auto":
+        return setting
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        return "bf16" if cpu_has_fast_bf16() else "fp32"
+    return "fp32"
+
+
+def resolve_channels_last(setting: str, device: torch.device, first_width: int) -> bool:
+    # Measured on a 2-core CPU: NHWC helps from 16 channels up and hurts at 8. GPUs' tensor cores
+    # want NHWC for convolutions in reduced precision.
+    if setting != "auto":
+        return setting == "on"
+    if device.type == "cuda":
+        return True
+    return first_width >= 16
+
+
+def configure_backends(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick kernels once
+        torch.set_float32_matmul_precision("high")  # TF32 for any fp32 matmul left
+        torch.backends.cudnn.allow_tf32 = True
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def make_optimizer(model: nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
+    # Weight decay on weights only: decaying batch-norm scales and biases hurts small nets.
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": s.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if s.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum,
+                               nesterov=s.nesterov and s.momentum > 0)
+    if s.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=s.lr)
+    if s.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=s.lr)
+    return torch.optim.RMSprop(groups, lr=s.lr, momentum=s.momentum)
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, s: TrainSettings, total_steps: int):
+    """A per-step schedule. Stepped after every optimiser step, so epoch 1 runs at its own rate."""
+    if s.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=s.lr, total_steps=total_steps, pct_start=s.warmup,
+            cycle_momentum=s.optimizer == "sgd" and s.momentum > 0,
+        )
+    if s.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+
+def _to_pixels(images: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """uint8 (N, 28, 28) -> float (N, 1, 28, 28) in [0, 1]."""
+    return images.unsqueeze(1).to(dtype).div_(255.0)
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "bf16" and device.type in ("cuda", "cpu"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    data: Split,
+    *,
+    batch_size: int = 2048,
+    device: torch.device | None = None,
+    precision: str = "fp32",
+    channels_last: bool = False,
+) -> tuple[float, float, torch.Tensor]:
+    """Mean loss, accuracy and predicted digits of ``model`` on ``data``, in large batches.
+
+    ``data`` may live on the CPU or already on ``device``; predictions come back on the CPU.
+    """
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    images = data.images.to(device, non_blocking=True)
+    labels = data.labels.to(device, non_blocking=True)
+    loss_sum = torch.zeros((), device=device)
+    predictions = torch.empty(len(labels), dtype=torch.long, device=device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    for start in range(0, len(labels), batch_size):
+        x = _to_pixels(images[start:start + batch_size], torch.float32)
+        x = x.contiguous(memory_format=memory_format)
+        with _autocast(device, precision):
+            logits = model(x)
+        y = labels[start:start + batch_size]
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+        predictions[start:start + batch_size] = logits.argmax(dim=1)
+    model.train(was_training)
+    n = max(1, len(labels))
+    accuracy = (predictions == labels).sum().item() / n  # the one read per evaluation
+    return loss_sum.item() / n, accuracy, predictions.cpu()
+
+
+def fit(
+    model: nn.Module,
+    data: DataSplits,
+    settings: TrainSettings,
+    on_epoch_end: Callable[[EpochStats], None] | None = None,
+    *,
+    on_step: Callable[[int, int], None] | None = None,
+    step_report_every: int = 25,
+) -> FitResult:
+    """Train ``model`` on ``data.train``, evaluating on ``data.val`` after every epoch.
+
+    ``on_epoch_end(stats)`` runs after each epoch; it may raise (a search raises TrialPruned) to
+    stop training. ``on_step(step, steps_per_epoch)`` runs every ``step_report_every`` steps for
+    progress bars and reads nothing from the device. Raises NonFiniteLossError when the loss
+    diverges. The model is left on the training device, in eval mode.
+    """
+    device = choose_device(settings.device)
+    configure_backends(device)
+    precision = resolve_precision(settings.precision, device)
+    first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    channels_last = resolve_channels_last(
+        settings.channels_last, device, first_conv.out_channels if first_conv else 0)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    torch.manual_seed(settings.seed)
+    generator = torch.Generator(device=device).manual_seed(settings.seed)
+    model.to(device=device, memory_format=memory_format).train()
+    step_model = torch.compile(model) if settings.compile else model
+
+    # Resident data: uint8 on the device costs 784 bytes per image (43 MB for all of MNIST).
+    train_x = data.train.images.to(device)
+    train_y = data.train.labels.to(device)
+    val_split = Split(data.val.images.to(device), data.val.labels.to(device))
+    n = len(train_y)
+    batch = min(settings.batch_size, n)
+    # Drop the ragged last batch: a batch of one breaks batch norm, and the images it would
+    # have held are in other batches next epoch, since every epoch reshuffles.
+    steps = n // batch
+    optimizer = make_optimizer(model, settings)
+    schedule = make_schedule(optimizer, settings, steps * settings.epochs)
+
+    history: list[EpochStats] = []
+    predictions = torch.empty(0, dtype=torch.long)
+    for epoch in range(1, settings.epochs + 1):
+        epoch_start = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), dtype=torch.long, device=device)
+        order = torch.randperm(n, device=device, generator=generator)
+        for step in range(steps):
+            idx = order[step * batch:(step + 1) * batch]
+            x = _to_pixels(train_x[idx], torch.float32)
+            x = random_affine(x, degrees=settings.rotation, translate=settings.translate,
+                              generator=generator)
+            x = x.contiguous(memory_format=memory_format)
+            y = train_y[idx]
+            with _autocast(device, precision):
+                logits = step_model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=settings.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            # Accumulate on the device; a NaN anywhere in the epoch survives into the sum.
+            loss_sum += loss.detach()
+            correct += (logits.detach().argmax(dim=1) == y).sum()
+            if on_step is not None and (step + 1) % step_report_every == 0:
+                on_step(step + 1, steps)
+        train_loss = loss_sum.item() / steps  # the one read per epoch
+        train_seconds = time.perf_counter() - epoch_start
+        lr = optimizer.param_groups[0]["lr"]
+        if not math.isfinite(train_loss):
+            raise NonFiniteLossError(epoch, lr)
+        val_loss, val_accuracy, predictions = evaluate(
+            model, val_split, batch_size=settings.eval_batch_size, device=device,
+            precision=precision, channels_last=channels_last)
+        model.train()
+        stats = EpochStats(
+            epoch=epoch,
+            train_loss=train_loss,
+            train_accuracy=correct.item() / (steps * batch),
+            val_loss=val_loss,
+            val_accuracy=val_accuracy,
+            lr=lr,
+            seconds=time.perf_counter() - epoch_start,
+            images_per_second=steps * batch / train_seconds,
+        )
+        if not math.isfinite(val_loss):
+            raise NonFiniteLossError(epoch, lr)
+        history.append(stats)
+        if on_epoch_end is not None:
+            on_epoch_end(stats)
+    model.eval()
+    return FitResult(history, predictions, device, precision, channels_last)

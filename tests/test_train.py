@@ -1,0 +1,99 @@
+"""The trainer: it learns, it is reproducible on CPU, it stops on divergence."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipeline.errors import DeviceError, UsageError
+from pipeline.model import build_model
+from pipeline.settings import ModelSpec, TrainSettings
+from pipeline.train import NonFiniteLossError, choose_device, evaluate, fit
+
+SMALL = ModelSpec(depth=2, width=8, fc_width=32)
+
+
+def _settings(**overrides) -> TrainSettings:
+    base = dict(epochs=2, batch_size=64, lr=5e-3, device="cpu", seed=0)
+    return TrainSettings(**{**base, **overrides})
+
+
+def test_it_learns_a_small_problem_and_reports_every_epoch(small_data):
+    seen = []
+    model = build_model(SMALL, seed=0)
+    result = fit(model, small_data, _settings(rotation=10), on_epoch_end=seen.append)
+    assert [s.epoch for s in seen] == [1, 2]
+    assert seen[1].train_loss < seen[0].train_loss
+    assert result.final.val_accuracy > 0.85  # 2,000 images, 2 epochs
+    assert all(s.images_per_second > 0 and s.seconds > 0 for s in seen)
+    assert result.val_predictions.shape == (len(small_data.val),)
+    # The returned predictions are the final model's.
+    _, accuracy, predictions = evaluate(model, small_data.val, device=result.device,
+                                        precision=result.precision,
+                                        channels_last=result.channels_last)
+    assert torch.equal(predictions, result.val_predictions)
+    assert accuracy == pytest.approx(result.final.val_accuracy)
+
+
+@pytest.mark.parametrize("optimizer, schedule", [
+    ("sgd", "onecycle"), ("adam", "cosine"), ("adamw", "constant"), ("rmsprop", "cosine")])
+def test_every_optimizer_and_schedule_trains(small_data, optimizer, schedule):
+    lr = {"sgd": 0.05, "rmsprop": 1e-3}.get(optimizer, 3e-3)
+    result = fit(build_model(SMALL, seed=1), small_data,
+                 _settings(epochs=1, optimizer=optimizer, schedule=schedule, lr=lr))
+    assert result.final.val_accuracy > 0.5
+
+
+def test_same_seed_same_history_on_cpu(small_data):
+    def run(seed):
+        history = fit(build_model(SMALL, seed=seed), small_data,
+                      _settings(rotation=15, seed=seed)).history
+        # Everything but the wall-clock figures must repeat exactly.
+        return [(s.train_loss, s.train_accuracy, s.val_loss, s.val_accuracy, s.lr)
+                for s in history]
+
+    first = run(3)
+    assert run(3) == first
+    assert run(4) != first
+
+
+def test_a_diverging_run_raises_non_finite_loss(small_data):
+    # No batch norm and an absurd learning rate: the loss overflows within the first epoch.
+    spec = ModelSpec(depth=1, width=4, batch_norm=False, fc_layers=0)
+    with pytest.raises(NonFiniteLossError, match="non-finite in epoch 1"):
+        fit(build_model(spec, seed=0), small_data,
+            _settings(optimizer="sgd", lr=1e6, momentum=0.0, schedule="constant"))
+
+
+def test_epoch_callback_can_stop_training(small_data):
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(stats):
+        raise Stop
+
+    with pytest.raises(Stop):
+        fit(build_model(SMALL, seed=0), small_data, _settings(epochs=5),
+            on_epoch_end=stop_after_first)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(optimizer="lamb"), "unknown optimizer 'lamb'"),
+    (dict(lr=0), "lr must be > 0"),
+    (dict(epochs=0), "epochs must be a whole number"),
+    (dict(rotation=-1), "rotation must be in"),
+    (dict(schedule="step"), "unknown schedule"),
+])
+def test_bad_settings_are_usage_errors(overrides, message):
+    with pytest.raises(UsageError, match=message):
+        _settings(**overrides)
+
+
+def test_device_choice():
+    assert choose_device("cpu").type == "cpu"
+    assert choose_device("auto").type in ("cpu", "cuda", "mps")
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="CUDA is not available"):
+            choose_device("cuda")
+    with pytest.raises(DeviceError, match="unknown device"):
+        choose_device("tpu9")
