@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -29,8 +30,10 @@ def cli() -> None:
     """Search, track and ship CNNs that read handwritten digits (MNIST).
 
     \b
-    pipeline data                 fetch and verify MNIST
+    pipeline search --trials 50   search a space; every trial tracked in MLflow
+    pipeline report               plots and a table of a study's best trials
     pipeline train                train one configuration
+    pipeline data                 fetch and verify MNIST
     """
 
 
@@ -86,7 +89,11 @@ def _settings_options(func):
               help="YAML file of fixed hyperparameters; options given here override it.")
 @_settings_options
 @data_dir_option
-def train(config_file: Path | None, data_dir: Path | None, **options) -> None:
+@click.option("--experiment", default="pipeline-train", show_default=True,
+              help="MLflow experiment to track the run in.")
+@click.option("--no-track", is_flag=True, help="Do not track the run in MLflow.")
+def train(config_file: Path | None, data_dir: Path | None, experiment: str, no_track: bool,
+          **options) -> None:
     """Train one configuration and report its validation and test accuracy.
 
     Hyperparameters come from the defaults, then --config, then these options.
@@ -100,10 +107,96 @@ def train(config_file: Path | None, data_dir: Path | None, **options) -> None:
 
     from pipeline.runner import train_one
 
-    train_one(config, data_dir=data_dir, echo=click.echo)
+    train_one(config, data_dir=data_dir, experiment=None if no_track else experiment,
+              echo=click.echo)
+
+
+storage_option = click.option(
+    "--storage", envvar="PIPELINE_STORAGE", show_envvar=True, default=None,
+    help="Optuna storage URL [default: sqlite:///optuna.db in this folder].")
+study_option = click.option("--study", "study_name", default=None,
+                            help="Study name [default: the most recent study].")
+report_dir_option = click.option(
+    "--report-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("reports"),
+    show_default=True, help="Folder for study reports (one subfolder per study).")
+
+
+@cli.command()
+@click.option("--trials", type=click.IntRange(min=1), default=50, show_default=True,
+              help="The study's total: run until it holds this many finished trials "
+                   "(complete, pruned or failed). Interrupted trials are run again and do not "
+                   "count. Workers sharing a study all work towards this one total.")
+@click.option("--space", "space_name", default=None,
+              help="Search-space file, or a name in search_spaces/ [default: default, or cpu "
+                   "when there is no GPU].")
+@click.option("--study", "study_name", default=None,
+              help="Study name; an existing study resumes [default: mnist-<space>].")
+@storage_option
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Seconds after which no new trial starts.")
+@click.option("--seed", type=int, default=None,
+              help="Sampler seed; trial k trains with seed+k [default: the space's seed].")
+@click.option("--device", default="auto", show_default=True,
+              help="auto (cuda, mps, cpu), cpu, cuda, cuda:N or mps.")
+@click.option("--force", is_flag=True, help="Resume a study even though its space file changed.")
+@report_dir_option
+@click.option("--no-report", is_flag=True, help="Skip the report at the end.")
+@click.option("--heartbeat-interval", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Seconds between a running trial's heartbeats (database storages).")
+@click.option("--grace-period", type=click.IntRange(min=1), default=None,
+              help="Seconds without a heartbeat before a trial counts as dead and is retried "
+                   "[default: 3 heartbeats].")
+@data_dir_option
+def search(trials: int, space_name: str | None, study_name: str | None, storage: str | None,
+           timeout: float | None, seed: int | None, device: str, force: bool, report_dir: Path,
+           no_report: bool, heartbeat_interval: int, grace_period: int | None,
+           data_dir: Path | None) -> None:
+    """Search hyperparameters with Optuna; track every trial in MLflow.
+
+    Starts the study, or resumes it: run the same command again after a stop to add the
+    missing trials. Browse the runs with `pipeline ui` (or `mlflow ui` in this folder).
+    """
+    from pipeline.space import load_space
+
+    asked = load_space(space_name or "default")  # a bad file fails here, before torch loads
+
+    from pipeline.search import SearchRequest, choose_space, run_search
+    from pipeline.studies import default_storage
+
+    space = choose_space(asked, explicit=space_name is not None, device_name=device,
+                         echo=click.echo)
+    request = SearchRequest(
+        space=space, trials=trials, study_name=study_name or f"mnist-{space.name}",
+        storage_url=storage or default_storage(),
+        seed=space.sampler["seed"] if seed is None else seed, device=device, timeout=timeout,
+        force=force, data_dir=data_dir, report_dir=report_dir, report=not no_report,
+        heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+    run_search(request, echo=click.echo)
+    click.echo("Browse every trial: pipeline ui  (or: mlflow ui, in this folder)")
+
+
+@cli.command()
+@study_option
+@storage_option
+@report_dir_option
+def report(study_name: str | None, storage: str | None, report_dir: Path) -> None:
+    """Write a study's Plotly report and print its best trials."""
+    from pipeline.report import write_report
+    from pipeline.studies import default_storage, load_study, open_storage, resolve_study_name
+    from pipeline.tracking import Tracker
+
+    url = storage or default_storage()
+    store = open_storage(url)
+    study = load_study(store, resolve_study_name(store, study_name, url))
+    run_id = study.user_attrs.get("mlflow_parent_run_id")
+    tracker = Tracker() if run_id else None
+    write_report(study, report_dir, tracker=tracker, run_id=run_id, echo=click.echo)
 
 
 def main() -> None:
+    # MLflow announces database set-up at INFO when it is imported; our commands say what
+    # matters. A user who sets MLFLOW_LOGGING_LEVEL keeps their choice.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     cli(prog_name="pipeline")
 
 

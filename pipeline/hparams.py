@@ -47,16 +47,20 @@ def default_of(name: str) -> Any:
     return f.default if f.default is not MISSING else None
 
 
-def unknown_key_message(key: str, where: str) -> str:
+def unknown_key_message(key: str, where: str = "") -> str:
     close = difflib.get_close_matches(key, ALL_KEYS, n=1)
     hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(ALL_KEYS)}"
-    return f"{where}: unknown key {key!r}; {hint}"
+    return _prefixed(where, f"unknown key {key!r}; {hint}")
 
 
-def coerce(name: str, value: Any, where: str) -> Any:
+def _prefixed(where: str, message: str) -> str:
+    return f"{where}: {message}" if where else message
+
+
+def coerce(name: str, value: Any) -> Any:
     """Check (and gently convert) one value to its key's type."""
     kind = field_kind(name)
-    bad = UsageError(f"{where}: {name} must be {kind.replace('|None', ' or null')}, got {value!r}")
+    bad = UsageError(f"{name} must be {kind.replace('|None', ' or null')}, got {value!r}")
     if kind == "int|None":
         if value is None:
             return None
@@ -92,22 +96,27 @@ def coerce(name: str, value: Any, where: str) -> Any:
     raise AssertionError(f"unhandled field type {kind} for {name}")
 
 
-def make_config(params: Mapping[str, Any], where: str = "configuration") -> RunConfig:
-    """Split a flat dict into validated settings; unknown keys and bad values are UsageErrors."""
+def make_config(params: Mapping[str, Any], where: str = "") -> RunConfig:
+    """Split a flat dict into validated settings; unknown keys and bad values are UsageErrors.
+
+    ``where`` (a file name, "options") prefixes every message so the user knows what to fix.
+    """
     parts: dict[type, dict[str, Any]] = {cls: {} for cls in SETTINGS_CLASSES}
     owner = {f.name: cls for cls in SETTINGS_CLASSES for f in fields(cls)}
-    for key, value in params.items():
-        if key not in owner:
-            raise UsageError(unknown_key_message(key, where))
-        parts[owner[key]][key] = coerce(key, value, where)
     try:
+        for key, value in params.items():
+            if key not in owner:
+                raise UsageError(unknown_key_message(key))
+            parts[owner[key]][key] = coerce(key, value)
         return RunConfig(
             model=ModelSpec(**parts[ModelSpec]),
             train=TrainSettings(**parts[TrainSettings]),
             data=DataSettings(**parts[DataSettings]),
         )
     except UsageError as e:
-        raise type(e)(f"{where}: {e}") from None
+        if not where:
+            raise
+        raise type(e)(_prefixed(where, str(e))) from None
 
 
 def read_yaml_mapping(path: Path) -> dict[str, Any]:

@@ -101,3 +101,17 @@ def describe(spec: ModelSpec) -> str:
     parts += [f"fc{u}" for u in fc_widths(spec)]
     parts.append(str(NUM_CLASSES))
     return " → ".join(parts)
+
+
+class DigitReader(nn.Module):
+    """What is shipped: (N, 28, 28) float pixels in [0, 1], white digit on black -> (N,) digits.
+
+    MLflow's pyfunc and `mlflow models serve` call this, so they answer with digits, not logits.
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images.unsqueeze(1)).argmax(dim=1)

@@ -57,3 +57,66 @@ class TrainProgress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+class SearchProgress:
+    """A bar over trials: best so far, the running trial's epoch, complete/pruned/failed counts.
+
+    Off a terminal, one line per finished trial instead.
+    """
+
+    def __init__(self, target: int, done: int, metric: str, *, echo=print) -> None:
+        self.target = target
+        self.metric = metric
+        self.echo = echo
+        self.best: str = "—"
+        self.counts: str = ""
+        self.running: str = ""
+        self.interactive = is_interactive()
+        self.bar = None
+        if self.interactive:
+            self.bar = tqdm(total=target, initial=min(done, target), desc="trials", unit="trial",
+                            dynamic_ncols=True,
+                            bar_format="{desc} {n_fmt}/{total_fmt} |{bar}| {elapsed}<{remaining}"
+                                       "{postfix}")
+            self._refresh()
+
+    def set_best(self, value: float | None, number: int | None) -> None:
+        if value is not None:
+            self.best = f"{format_value(self.metric, value)} (#{number})"
+
+    def trial_started(self, number: int, epochs: int) -> None:
+        self.running = f"#{number} starting"
+        self._epochs = epochs
+        self._refresh()
+
+    def epoch_done(self, number: int, stats: EpochStats) -> None:
+        self.running = (f"#{number} epoch {stats.epoch}/{self._epochs} "
+                        f"val acc {stats.val_accuracy:.2%}")
+        self._refresh()
+
+    def trial_finished(self, number: int, state: str, value: float | None, counts,
+                       seconds: float, note: str = "") -> None:
+        self.counts = f"✓{counts.complete} ✂{counts.pruned} ✗{counts.failed}"
+        self.running = ""
+        shown = format_value(self.metric, value) if value is not None else ""
+        if self.bar is not None:
+            self.bar.update(1)
+            self._refresh()
+        else:
+            self.echo(f"trial {number:>3} {state:<9}{shown:>8}  {seconds:5.0f}s   best {self.best}"
+                      f"   [{counts.line()}]" + (f"  {note}" if note else ""))
+
+    def _refresh(self) -> None:
+        if self.bar is not None:
+            parts = [f"best {self.best}", self.running, self.counts]
+            self.bar.set_postfix_str(" | ".join(p for p in parts if p))
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def format_value(metric: str, value: float) -> str:
+    return f"{value:.2%}" if metric.endswith("accuracy") else f"{value:.4f}"

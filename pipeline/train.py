@@ -50,9 +50,19 @@ class EpochStats:
 class FitResult:
     history: list[EpochStats]
     val_predictions: torch.Tensor  # final model's predicted digit per validation image (CPU)
-    device: torch.device
-    precision: str
-    channels_last: bool
+    plan: ExecutionPlan
+
+    @property
+    def device(self) -> torch.device:
+        return self.plan.device
+
+    @property
+    def precision(self) -> str:
+        return self.plan.precision
+
+    @property
+    def channels_last(self) -> bool:
+        return self.plan.channels_last
 
     @property
     def final(self) -> EpochStats:
@@ -112,6 +122,26 @@ def resolve_channels_last(setting: str, device: torch.device, first_width: int) 
     if device.type == "cuda":
         return True
     return first_width >= 16
+
+
+@dataclass(frozen=True)
+class ExecutionPlan:
+    """Where and how a model trains: decided once, logged with the run, used by ``fit``."""
+
+    device: torch.device
+    precision: str  # "bf16" or "fp32"
+    channels_last: bool
+
+
+def plan_execution(model: nn.Module, settings: TrainSettings) -> ExecutionPlan:
+    device = choose_device(settings.device)
+    first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    return ExecutionPlan(
+        device=device,
+        precision=resolve_precision(settings.precision, device),
+        channels_last=resolve_channels_last(
+            settings.channels_last, device, first_conv.out_channels if first_conv else 0),
+    )
 
 
 def configure_backends(device: torch.device) -> None:
@@ -215,12 +245,9 @@ def fit(
     progress bars and reads nothing from the device. Raises NonFiniteLossError when the loss
     diverges. The model is left on the training device, in eval mode.
     """
-    device = choose_device(settings.device)
+    plan = plan_execution(model, settings)
+    device, precision, channels_last = plan.device, plan.precision, plan.channels_last
     configure_backends(device)
-    precision = resolve_precision(settings.precision, device)
-    first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
-    channels_last = resolve_channels_last(
-        settings.channels_last, device, first_conv.out_channels if first_conv else 0)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     torch.manual_seed(settings.seed)
@@ -291,4 +318,4 @@ def fit(
         if on_epoch_end is not None:
             on_epoch_end(stats)
     model.eval()
-    return FitResult(history, predictions, device, precision, channels_last)
+    return FitResult(history, predictions, plan)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,13 +21,63 @@ class Result:
         return [line for line in self.stderr.splitlines() if line.strip()]
 
 
+# Variables that would point a test's program at some other store than its own folder.
+_STORE_VARIABLES = ("MLFLOW_TRACKING_URI", "PIPELINE_STORAGE", "MLFLOW_REGISTRY_URI")
+
+
+def cli_env(env: dict | None = None) -> dict:
+    clean = {k: v for k, v in os.environ.items() if k not in _STORE_VARIABLES}
+    return {**clean, "PYTHONUNBUFFERED": "1", **(env or {})}
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None,
             timeout: float = 600) -> Result:
-    """Run the real `pipeline` program in a subprocess, as a user would."""
-    full_env = {**os.environ, **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, env=full_env,
+    """Run the real `pipeline` program in a subprocess, as a user would, with the stores of
+    ``cwd`` (MLflow's and Optuna's defaults in the working folder)."""
+    proc = subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, env=cli_env(env),
                           capture_output=True, text=True, timeout=timeout)
     return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def start_cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Popen:
+    """Start the real program in the background (for tests that interrupt or kill it)."""
+    return subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=cwd,
+                            env=cli_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def wait_for(predicate, *, timeout: float = 180, interval: float = 0.25, what: str = ""):
+    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+
+
+def mlflow_client(folder: Path):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{folder}/mlflow.db")
+
+
+def optuna_study(folder: Path, name: str):
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{folder}/optuna.db")
+
+
+def runs_by_role(folder: Path, experiment: str) -> dict[str, list]:
+    client = mlflow_client(folder)
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"no MLflow experiment {experiment!r}"
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    roles: dict[str, list] = {}
+    for run in runs:
+        roles.setdefault(run.data.tags.get("pipeline.role"), []).append(run)
+    return roles
 
 
 def assert_one_line_error(result: Result, *fragments: str, code: int | None = None) -> str:

@@ -1,0 +1,166 @@
+"""The study report: Plotly figures that explain a study, and a table of its best trials.
+
+Written to ``<report dir>/<study>/``: one HTML file per figure (sharing one plotly.min.js, so the
+folder works offline), ``index.html`` with every figure and the table in one self-contained page
+(also logged to the study's MLflow run), and ``top_trials.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import warnings
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from pipeline.progress import format_value
+from pipeline.studies import ATTR_REASON, count_trials
+
+# Parameter importances need several complete trials with differing parameters to mean anything.
+MIN_TRIALS_FOR_IMPORTANCE = 4
+
+
+def _figures(study: optuna.Study, notes: list[str]) -> dict:
+    from optuna import visualization as vis
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        notes.append("no complete trial yet, so there is nothing to plot")
+        return {}
+    makers = {
+        "optimization_history": vis.plot_optimization_history,
+        "intermediate_values": vis.plot_intermediate_values,
+        "parallel_coordinate": vis.plot_parallel_coordinate,
+        "slice": vis.plot_slice,
+    }
+    if len(complete) >= MIN_TRIALS_FOR_IMPORTANCE:
+        makers["param_importances"] = vis.plot_param_importances
+    else:
+        notes.append(f"parameter importances need at least {MIN_TRIALS_FOR_IMPORTANCE} complete "
+                     f"trials; this study has {len(complete)}")
+    figures = {}
+    for name, make in makers.items():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                figures[name] = make(study)
+        except Exception as e:  # noqa: BLE001 - a figure that cannot be drawn is a note
+            notes.append(f"{name.replace('_', ' ')} could not be drawn: "
+                         f"{str(e).strip().splitlines()[0][:200]}")
+    return figures
+
+
+def ranked_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    return sorted(complete, key=lambda t: t.value, reverse=maximize)
+
+
+def _short(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def top_trials_table(study: optuna.Study, limit: int = 10) -> str:
+    """The best trials, one row each, with a column for every parameter that differs among them;
+    then the best trial's full settings."""
+    metric = _metric_name(study)
+    rows = ranked_trials(study)[:limit]
+    counts = count_trials(study)
+    head = f"Top trials of {study.study_name!r} by {metric} ({counts.line()}):"
+    if not rows:
+        return head + "\n  no complete trial yet"
+    names = list(dict.fromkeys(k for t in rows for k in t.params))
+    varying = [n for n in names if len({_short(t.params.get(n, "")) for t in rows}) > 1]
+    cells = [[_short(t.params.get(n, "–")) for n in varying] for t in rows]
+    widths = [max(len(n), *(len(c[i]) for c in cells)) for i, n in enumerate(varying)]
+    header = (f"  {'rank':>4} {'trial':>5} {metric:>12} {'epochs':>6} {'time':>6}  "
+              + "  ".join(n.rjust(w) for n, w in zip(varying, widths, strict=True)))
+    lines = [head, header]
+    for rank, (t, row) in enumerate(zip(rows, cells, strict=True), 1):
+        seconds = t.duration.total_seconds() if t.duration else 0.0
+        lines.append(f"  {rank:>4} {t.number:>5} {format_value(metric, t.value):>12} "
+                     f"{len(t.intermediate_values):>6} {seconds:>5.0f}s  "
+                     + "  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
+    best = rows[0]
+    lines.append(f"best trial #{best.number} ({format_value(metric, best.value)}): "
+                 + ", ".join(f"{k}={_short(v)}" for k, v in best.params.items()))
+    if best.user_attrs.get("mlflow_run_id"):
+        lines.append(f"  MLflow run {best.user_attrs['mlflow_run_id']}; "
+                     f"model {best.user_attrs.get('model_uri', '')}")
+    return "\n".join(lines)
+
+
+def _metric_name(study: optuna.Study) -> str:
+    import json
+
+    space = json.loads(study.user_attrs.get("space", "{}"))
+    return space.get("metric", "value")
+
+
+def _write_csv(study: optuna.Study, path: Path) -> None:
+    metric = _metric_name(study)
+    trials = study.get_trials(deepcopy=False)
+    names = sorted({k for t in trials for k in t.params})
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["trial", "state", metric, "epochs", "seconds", "mlflow_run_id",
+                         "reason", *names])
+        for t in sorted(trials, key=lambda t: t.number):
+            writer.writerow([t.number, t.state.name, "" if t.value is None else t.value,
+                             len(t.intermediate_values),
+                             round(t.duration.total_seconds(), 1) if t.duration else "",
+                             t.user_attrs.get("mlflow_run_id", ""),
+                             t.user_attrs.get(ATTR_REASON, ""),
+                             *[t.params.get(n, "") for n in names]])
+
+
+def write_report(study: optuna.Study, report_dir: Path, *, tracker=None, run_id: str | None = None,
+                 echo=print) -> list[Path]:
+    """Write the report folder; log its page to the study's MLflow run; print the table."""
+    folder = Path(report_dir) / study.study_name
+    folder.mkdir(parents=True, exist_ok=True)
+    notes: list[str] = []
+    figures = _figures(study, notes)
+    written = []
+    for name, fig in figures.items():
+        path = folder / f"{name}.html"
+        fig.write_html(path, include_plotlyjs="directory", full_html=True)
+        written.append(path)
+    table = top_trials_table(study)
+    csv_path = folder / "top_trials.csv"
+    _write_csv(study, csv_path)
+    index = folder / "index.html"
+    index.write_text(_index_page(study, figures, notes, table))
+    written = [index, *written, csv_path]
+    if tracker is not None and run_id is not None:
+        tracker.client.log_artifact(run_id, str(index), "report")
+        tracker.client.log_artifact(run_id, str(csv_path), "report")
+    echo("")
+    echo(table)
+    for note in notes:
+        echo(f"note: {note}")
+    echo(f"report: {index} ({len(figures)} figures)")
+    return written
+
+
+def _index_page(study: optuna.Study, figures: dict, notes: list[str], table: str) -> str:
+    """One self-contained page: plotly.js inlined once, every figure, the table, the notes."""
+    parts = []
+    for i, (name, fig) in enumerate(figures.items()):
+        parts.append(f"<h2>{html.escape(name.replace('_', ' '))}</h2>")
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0)))
+    notes_html = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>study {html.escape(study.study_name)}</title>"
+        "<style>body{font-family:sans-serif;margin:2em;max-width:1200px}"
+        "pre{background:#f4f4f4;padding:1em;overflow-x:auto}</style></head><body>"
+        f"<h1>Study {html.escape(study.study_name)}</h1>"
+        f"<pre>{html.escape(table)}</pre>"
+        + (f"<ul>{notes_html}</ul>" if notes else "")
+        + "".join(parts) + "</body></html>"
+    )

@@ -1,0 +1,457 @@
+"""Search-space files: YAML -> a validated, fingerprinted space that suggests trial parameters.
+
+A file has these sections (all but ``params`` optional)::
+
+    description: free text shown when the search starts
+    cpu_fallback: cpu.yaml          # the space to use instead when there is no GPU
+    study:                          # how the study searches
+      metric: val_accuracy          # val_accuracy (maximised) or val_loss (minimised)
+      sampler: {type: tpe, seed: 0, n_startup_trials: 10}
+      pruner: {type: median, n_startup_trials: 5, n_warmup_steps: 0, interval_steps: 1}
+    data: {val_size: 5000, split_seed: 0, train_subset: null}
+    fixed: {schedule: onecycle}     # hyperparameters every trial uses
+    presets:                        # named bundles a categorical parameter can choose from
+      model: {lenet: {depth: 2, width: 6, ...}, ...}
+    params:                         # one entry per Optuna suggest call
+      lr: {type: float, low: 1.0e-4, high: 3.0e-2, log: true}
+      depth: {type: int, low: 1, high: 3, step: 1}
+      optimizer: {type: categorical, choices: [adamw, sgd]}
+      momentum: {type: float, low: 0.8, high: 0.99, when: {optimizer: [sgd, rmsprop]}}
+
+Everything is checked before any study or run exists: unknown keys, inverted or out-of-range
+bounds, unknown choices, and every architecture the space can produce (a search must never
+sample a network that cannot be built).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import UsageError
+from pipeline.hparams import ALL_KEYS, make_config, read_yaml_mapping, unknown_key_message
+from pipeline.settings import MODEL_KEYS, DataSettings
+
+SECTIONS = ("description", "cpu_fallback", "study", "data", "fixed", "presets", "params")
+STUDY_KEYS = ("metric", "sampler", "pruner")
+METRICS = {"val_accuracy": "maximize", "val_loss": "minimize"}
+SAMPLER_KEYS = ("type", "seed", "n_startup_trials")
+SAMPLERS = ("tpe", "random", "grid")
+PRUNER_KEYS = ("type", "n_startup_trials", "n_warmup_steps", "interval_steps")
+PRUNERS = ("median", "none")
+PARAM_KEYS = ("type", "low", "high", "step", "log", "choices", "when")
+PARAM_TYPES = ("int", "float", "categorical")
+DATA_KEYS = ("val_size", "split_seed", "train_subset")
+SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+
+
+class SpaceError(UsageError):
+    """A search-space file that cannot be used; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One Optuna suggest call."""
+
+    name: str
+    type: str
+    low: float | int | None = None
+    high: float | int | None = None
+    step: float | int | None = None
+    log: bool = False
+    choices: tuple = ()
+    when: dict[str, tuple] = field(default_factory=dict)
+
+    def active(self, sampled: dict[str, Any]) -> bool:
+        return all(sampled.get(key) in values for key, values in self.when.items())
+
+    def suggest(self, trial) -> Any:
+        if self.type == "int":
+            return trial.suggest_int(name=self.name, low=int(self.low), high=int(self.high),
+                                     step=int(self.step or 1), log=self.log)
+        if self.type == "float":
+            return trial.suggest_float(name=self.name, low=float(self.low),
+                                       high=float(self.high), step=self.step, log=self.log)
+        return trial.suggest_categorical(name=self.name, choices=list(self.choices))
+
+    def extremes(self) -> list:
+        """The values a check must try: both bounds, or every choice."""
+        return list(self.choices) if self.type == "categorical" else [self.low, self.high]
+
+    def canonical(self) -> dict:
+        out = {"type": self.type}
+        if self.type == "categorical":
+            out["choices"] = list(self.choices)
+        else:
+            out.update(low=self.low, high=self.high, step=self.step, log=self.log)
+        if self.when:
+            out["when"] = {k: list(v) for k, v in self.when.items()}
+        return out
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    name: str
+    path: Path
+    description: str
+    metric: str
+    direction: str
+    sampler: dict
+    pruner: dict
+    data: DataSettings
+    fixed: dict[str, Any]
+    presets: dict[str, dict[str, dict[str, Any]]]
+    params: tuple[ParamSpec, ...]
+    cpu_fallback: str | None
+
+    def canonical(self) -> dict:
+        """Everything that decides what trials mean; comments and layout do not count."""
+        return {
+            "metric": self.metric,
+            "sampler": self.sampler,
+            "pruner": self.pruner,
+            "data": {k: getattr(self.data, k) for k in DATA_KEYS},
+            "fixed": self.fixed,
+            "presets": self.presets,
+            "params": {p.name: p.canonical() for p in self.params},
+        }
+
+    @property
+    def fingerprint(self) -> str:
+        text = json.dumps(self.canonical(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def suggest(self, trial) -> dict[str, Any]:
+        """Ask the trial for every active parameter, in file order; returns what was sampled."""
+        sampled: dict[str, Any] = {}
+        for param in self.params:
+            if param.active(sampled):
+                sampled[param.name] = param.suggest(trial)
+        return sampled
+
+    def hyperparameters(self, sampled: dict[str, Any]) -> dict[str, Any]:
+        """Fixed values, then sampled ones, with preset names expanded into their keys."""
+        flat = dict(self.fixed)
+        for key, value in sampled.items():
+            if key in self.presets:
+                flat.update(self.presets[key][value])
+            else:
+                flat[key] = value
+        flat.update({k: getattr(self.data, k) for k in DATA_KEYS})
+        return flat
+
+    def grid(self) -> dict[str, list]:
+        """The search space as a grid, for the grid sampler (categorical and int params only)."""
+        out = {}
+        for p in self.params:
+            if p.type == "categorical":
+                out[p.name] = list(p.choices)
+            elif p.type == "int":
+                out[p.name] = list(range(int(p.low), int(p.high) + 1, int(p.step or 1)))
+        return out
+
+    def summary(self) -> str:
+        parts = []
+        for p in self.params:
+            if p.type == "categorical":
+                parts.append(f"{p.name} {'/'.join(str(c) for c in p.choices)}")
+            else:
+                parts.append(f"{p.name} {p.low:g}–{p.high:g}{' (log)' if p.log else ''}")
+        return "; ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def resolve_space_path(name_or_path: str) -> Path:
+    """A path as given, or a bare name looked up in ./search_spaces then the project's folder."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") and candidate.exists():
+        return candidate
+    stem = name_or_path if candidate.suffix in (".yaml", ".yml") else f"{name_or_path}.yaml"
+    for folder in (Path.cwd() / "search_spaces", SPACES_DIR):
+        if (folder / stem).exists():
+            return folder / stem
+    known = sorted(p.stem for p in SPACES_DIR.glob("*.yaml")) if SPACES_DIR.exists() else []
+    raise SpaceError(f"no search space {name_or_path!r}; give a YAML path or one of: "
+                     f"{', '.join(known)}")
+
+
+def load_space(name_or_path: str | Path) -> SearchSpace:
+    path = resolve_space_path(str(name_or_path))
+    return parse_space(read_yaml_mapping(path), path)
+
+
+def parse_space(raw: dict, path: Path) -> SearchSpace:
+    where = str(path)
+
+    def fail(key: str, message: str) -> SpaceError:
+        return SpaceError(f"{where}: {key}: {message}")
+
+    def check_keys(section: dict, allowed: tuple, prefix: str) -> None:
+        if not isinstance(section, dict):
+            raise fail(prefix, f"expected a mapping, got {type(section).__name__}")
+        for key in section:
+            if key not in allowed:
+                raise fail(f"{prefix}.{key}" if prefix else str(key),
+                           f"unknown key; expected one of {', '.join(allowed)}")
+
+    check_keys(raw, SECTIONS, "")
+    if "params" not in raw or not raw["params"]:
+        raise fail("params", "missing; a search space needs at least one parameter to search")
+
+    study = raw.get("study") or {}
+    check_keys(study, STUDY_KEYS, "study")
+    metric = study.get("metric", "val_accuracy")
+    if metric not in METRICS:
+        raise fail("study.metric", f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
+    sampler = {"type": "tpe", "seed": 0, "n_startup_trials": 10, **(study.get("sampler") or {})}
+    check_keys(sampler, SAMPLER_KEYS, "study.sampler")
+    if sampler["type"] not in SAMPLERS:
+        raise fail("study.sampler.type",
+                   f"unknown sampler {sampler['type']!r}; use one of {', '.join(SAMPLERS)}")
+    _need_int(sampler, "seed", 0, "study.sampler", fail)
+    _need_int(sampler, "n_startup_trials", 0, "study.sampler", fail)
+    pruner = {"type": "median", "n_startup_trials": 5, "n_warmup_steps": 0, "interval_steps": 1,
+              **(study.get("pruner") or {})}
+    check_keys(pruner, PRUNER_KEYS, "study.pruner")
+    if pruner["type"] not in PRUNERS:
+        raise fail("study.pruner.type",
+                   f"unknown pruner {pruner['type']!r}; use one of {', '.join(PRUNERS)}")
+    _need_int(pruner, "n_startup_trials", 0, "study.pruner", fail)
+    _need_int(pruner, "n_warmup_steps", 0, "study.pruner", fail)
+    _need_int(pruner, "interval_steps", 1, "study.pruner", fail)
+
+    data_raw = raw.get("data") or {}
+    check_keys(data_raw, DATA_KEYS, "data")
+    data = make_config(data_raw, where=f"{where}: data").data
+    if not 1 <= data.val_size < 60_000:
+        raise fail("data.val_size", f"must be between 1 and 59999, got {data.val_size}")
+    if data.train_subset is not None and not 1 <= data.train_subset <= 60_000 - data.val_size:
+        raise fail("data.train_subset", f"must be between 1 and {60_000 - data.val_size} "
+                                        f"(60,000 minus val_size), got {data.train_subset}")
+
+    fixed = raw.get("fixed") or {}
+    if not isinstance(fixed, dict):
+        raise fail("fixed", "expected a mapping of hyperparameters to values")
+    for key in fixed:
+        if key in DATA_KEYS:
+            raise fail(f"fixed.{key}", "data keys belong in the data section")
+        if key not in ALL_KEYS:
+            raise SpaceError(unknown_key_message(key, f"{where}: fixed"))
+    make_config(fixed, where=f"{where}: fixed")
+
+    presets = _parse_presets(raw.get("presets") or {}, fixed, where, fail)
+    params = _parse_params(raw["params"], presets, where, fail)
+    if sampler["type"] == "grid" and any(p.type == "float" for p in params):
+        floats = [p.name for p in params if p.type == "float"]
+        raise fail("study.sampler.type", f"the grid sampler needs int or categorical "
+                                         f"parameters; {', '.join(floats)} are floats")
+
+    fallback = raw.get("cpu_fallback")
+    if fallback is not None and not isinstance(fallback, str):
+        raise fail("cpu_fallback", "expected the name or path of another space file")
+    space = SearchSpace(
+        name=path.stem, path=path, description=str(raw.get("description") or "").strip(),
+        metric=metric, direction=METRICS[metric], sampler=sampler, pruner=pruner, data=data,
+        fixed=fixed, presets=presets, params=params, cpu_fallback=fallback,
+    )
+    _check_every_value(space, fail)
+    _check_every_architecture(space, fail)
+    return space
+
+
+def _need_int(section: dict, key: str, low: int, prefix: str, fail) -> None:
+    value = section[key]
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise fail(f"{prefix}.{key}", f"must be a whole number >= {low}, got {value!r}")
+
+
+def _parse_presets(raw: dict, fixed: dict, where: str, fail) -> dict:
+    if not isinstance(raw, dict):
+        raise fail("presets", "expected a mapping of group name to named bundles")
+    presets = {}
+    for group, bundles in raw.items():
+        if group in ALL_KEYS:
+            raise fail(f"presets.{group}", "a preset group cannot share a hyperparameter's name")
+        if not isinstance(bundles, dict) or not bundles:
+            raise fail(f"presets.{group}", "expected a mapping of bundle name to hyperparameters")
+        for bundle, values in bundles.items():
+            if not isinstance(values, dict):
+                raise fail(f"presets.{group}.{bundle}", "expected a mapping of hyperparameters")
+            for key in values:
+                if key not in ALL_KEYS or key in DATA_KEYS:
+                    raise SpaceError(
+                        unknown_key_message(key, f"{where}: presets.{group}.{bundle}"))
+            make_config({**fixed, **values}, where=f"{where}: presets.{group}.{bundle}")
+        presets[group] = {str(name): dict(values) for name, values in bundles.items()}
+    return presets
+
+
+def _parse_params(raw: dict, presets: dict, where: str, fail) -> tuple[ParamSpec, ...]:
+    if not isinstance(raw, dict):
+        raise fail("params", "expected a mapping of hyperparameter to its range")
+    specs: list[ParamSpec] = []
+    for name, entry in raw.items():
+        key = f"params.{name}"
+        if name in DATA_KEYS:
+            raise fail(key, "data keys cannot be searched: trials must share one validation set")
+        if name not in ALL_KEYS and name not in presets:
+            raise SpaceError(unknown_key_message(name, f"{where}: params"))
+        if not isinstance(entry, dict):
+            raise fail(key, "expected a mapping like {type: float, low: 0.0, high: 0.5}")
+        for k in entry:
+            if k not in PARAM_KEYS:
+                raise fail(f"{key}.{k}", f"unknown key; expected one of {', '.join(PARAM_KEYS)}")
+        kind = entry.get("type")
+        if kind not in PARAM_TYPES:
+            raise fail(f"{key}.type", f"must be one of {', '.join(PARAM_TYPES)}, got {kind!r}")
+        when = _parse_when(entry.get("when"), specs, key, fail)
+        if name in presets and kind != "categorical":
+            raise fail(f"{key}.type", "a preset group is chosen with type: categorical")
+        if kind == "categorical":
+            choices = entry.get("choices")
+            if not isinstance(choices, list) or not choices:
+                raise fail(f"{key}.choices", "a categorical parameter needs a non-empty list")
+            for extra in ("low", "high", "step", "log"):
+                if extra in entry:
+                    raise fail(f"{key}.{extra}", "categorical parameters take choices only")
+            for choice in choices:
+                if not isinstance(choice, (str, int, float, bool)) or choice is None:
+                    raise fail(f"{key}.choices", f"choices must be plain values, got {choice!r}")
+            if len(set(map(repr, choices))) != len(choices):
+                raise fail(f"{key}.choices", "choices repeat a value")
+            if name in presets:
+                unknown = [c for c in choices if str(c) not in presets[name]]
+                if unknown:
+                    raise fail(f"{key}.choices", f"{unknown[0]!r} is not a preset of "
+                                                 f"{name}; presets: {', '.join(presets[name])}")
+            specs.append(ParamSpec(name, kind, choices=tuple(choices), when=when))
+            continue
+        if "choices" in entry:
+            raise fail(f"{key}.choices", f"{kind} parameters take low and high, not choices")
+        for bound in ("low", "high"):
+            value = entry.get(bound)
+            if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
+                try:
+                    value = float(value)
+                except ValueError:
+                    pass
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise fail(f"{key}.{bound}", f"must be a number, got {value!r}")
+            if kind == "int" and not float(value).is_integer():
+                raise fail(f"{key}.{bound}", f"must be a whole number for an int, got {value!r}")
+            entry = {**entry, bound: int(value) if kind == "int" else float(value)}
+        low, high = entry["low"], entry["high"]
+        if low > high:
+            raise fail(key, f"low {low:g} is above high {high:g}; swap them")
+        log = entry.get("log", False)
+        if not isinstance(log, bool):
+            raise fail(f"{key}.log", f"must be true or false, got {log!r}")
+        step = entry.get("step")
+        if step is not None:
+            if log:
+                raise fail(f"{key}.step", "Optuna cannot combine step with log; drop one")
+            if isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0:
+                raise fail(f"{key}.step", f"must be a positive number, got {step!r}")
+            if kind == "int" and not float(step).is_integer():
+                raise fail(f"{key}.step", f"must be a whole number for an int, got {step!r}")
+            span = (high - low) / step
+            if not math.isclose(span, round(span), abs_tol=1e-9):
+                raise fail(f"{key}.step", f"high - low ({high - low:g}) must be a multiple of "
+                                          f"step {step:g}")
+        if log and low <= 0:
+            raise fail(f"{key}.low", f"a log range must start above 0, got {low:g}")
+        specs.append(ParamSpec(name, kind, low=low, high=high, step=step, log=log, when=when))
+    return tuple(specs)
+
+
+def _parse_when(raw, earlier: list[ParamSpec], key: str, fail) -> dict[str, tuple]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or not raw:
+        raise fail(f"{key}.when", "expected a mapping like {optimizer: [sgd, rmsprop]}")
+    by_name = {p.name: p for p in earlier}
+    when = {}
+    for other, values in raw.items():
+        values = values if isinstance(values, list) else [values]
+        spec = by_name.get(other)
+        if spec is None or spec.type != "categorical":
+            raise fail(f"{key}.when.{other}", "must name a categorical parameter declared "
+                                              "above this one")
+        unknown = [v for v in values if v not in spec.choices]
+        if unknown:
+            raise fail(f"{key}.when.{other}", f"{unknown[0]!r} is not one of {other}'s choices "
+                                              f"({', '.join(map(str, spec.choices))})")
+        when[other] = tuple(values)
+    return when
+
+
+def _check_every_value(space: SearchSpace, fail) -> None:
+    """Every bound and every choice must be a valid value for its hyperparameter."""
+    for param in space.params:
+        if param.name in space.presets:
+            continue
+        labels = (["choices"] * len(param.choices) if param.type == "categorical"
+                  else ["low", "high"])
+        for label, value in zip(labels, param.extremes(), strict=True):
+            try:
+                make_config({**space.fixed, param.name: value})
+            except UsageError as e:
+                raise fail(f"params.{param.name}.{label}",
+                           f"{value!r} is out of range: {e}") from None
+
+
+def _corner_values(param: ParamSpec) -> list:
+    """Values that bound what a parameter can do to an architecture.
+
+    Whether a network can be built is monotone in every numeric key (a larger kernel or more
+    blocks only shrink the feature map further), so numeric ranges and numeric choices need only
+    their two ends; booleans and strings need every choice.
+    """
+    values = param.extremes()
+    numeric = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if param.type == "categorical" and len(numeric) == len(values):
+        return [min(values), max(values)]
+    return values
+
+
+def _check_every_architecture(space: SearchSpace, fail) -> None:
+    """Build-check each corner of the architecture sub-space (bounds and choices)."""
+    axes: list[list[tuple[str, Any]]] = []
+    for param in space.params:
+        if param.name in space.presets:
+            bundles = space.presets[param.name]
+            if any(k in MODEL_KEYS for b in bundles.values() for k in b):
+                axes.append([(param.name, c) for c in param.choices])
+        elif param.name in MODEL_KEYS:
+            axes.append([(param.name, v) for v in _corner_values(param)])
+    for combo in itertools.product(*axes):
+        sampled = dict(combo)
+        try:
+            make_config(space.hyperparameters(sampled))
+        except UsageError as e:
+            picked = ", ".join(f"{k}={v}" for k, v in sampled.items())
+            raise fail("params", f"the space can sample a network that cannot be built "
+                                 f"({picked}): {e}") from None
+
+
+def describe_change(old: dict, new: dict) -> str:
+    """The first few differences between two canonical spaces, for the refusal message."""
+    changes = []
+
+    def walk(a, b, prefix):
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b), key=str):
+                walk(a.get(k, "(absent)"), b.get(k, "(absent)"), f"{prefix}.{k}" if prefix else k)
+        elif a != b:
+            changes.append(f"{prefix}: {a} → {b}")
+
+    walk(old, new, "")
+    shown = "; ".join(changes[:3])
+    return shown + (f" (+{len(changes) - 3} more)" if len(changes) > 3 else "")

@@ -1,0 +1,263 @@
+"""Optuna studies: storage URLs, creating or resuming a study safely, and counting its trials."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import TrialState
+
+from pipeline.errors import UsageError
+from pipeline.space import SearchSpace, describe_change
+
+STORAGE_ENV = "PIPELINE_STORAGE"
+DEFAULT_STORAGE = "sqlite:///optuna.db"
+
+# Study user attributes written by `pipeline search`.
+ATTR_FINGERPRINT = "space_fingerprint"
+ATTR_SPACE = "space"
+ATTR_SPACE_FILE = "space_file"
+ATTR_SPACE_HISTORY = "space_history"
+ATTR_SAMPLER = "sampler"
+ATTR_EXPERIMENT = "mlflow_experiment_id"
+ATTR_PARENT_RUN = "mlflow_parent_run_id"
+ATTR_DATA_CHECKSUM = "data_checksum"
+ATTR_TARGET = "target_trials"
+
+# Trial user attributes.
+ATTR_RUN_ID = "mlflow_run_id"
+ATTR_WORKER = "worker"
+ATTR_REASON = "reason"
+ATTR_PRUNED_EPOCH = "pruned_epoch"
+ATTR_INTERRUPTED = "interrupted"
+
+
+class StudyError(UsageError):
+    """A study that does not exist, or cannot be resumed as asked."""
+
+
+def default_storage() -> str:
+    return os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
+
+
+def open_storage(url: str, *, heartbeat_interval: int | None = None,
+                 grace_period: int | None = None) -> optuna.storages.BaseStorage:
+    """An Optuna storage for ``url``; RDB storages get heartbeats and stale-trial retries."""
+    if url.startswith(("journal:", "journal://")) or url.endswith(".journal"):
+        from optuna.storages.journal import JournalFileBackend
+
+        path = url.split("journal:", 1)[-1].removeprefix("//") if "journal:" in url else url
+        return optuna.storages.JournalStorage(JournalFileBackend(path))
+    if "://" not in url:
+        raise UsageError(f"storage {url!r} is not a database URL; use e.g. sqlite:///optuna.db, "
+                         "postgresql://user@host/db or journal:///path/optuna.journal")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        kwargs = {}
+        if heartbeat_interval:
+            kwargs.update(
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period or 3 * heartbeat_interval,
+                # A trial whose worker stopped beating is failed, then run again with its params.
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=3),
+            )
+        try:
+            return optuna.storages.RDBStorage(url, **kwargs)
+        except ModuleNotFoundError as e:
+            hint = " (pip install 'pipeline[postgres]')" if "psycopg" in str(e) else ""
+            raise UsageError(f"cannot open storage {_redact(url)}: missing driver "
+                             f"{e.name}{hint}") from None
+        except Exception as e:  # noqa: BLE001 - SQLAlchemy reports bad URLs in many types
+            raise UsageError(f"cannot open storage {_redact(url)}: "
+                             f"{str(e).strip().splitlines()[0][:200]}") from None
+
+
+def _redact(url: str) -> str:
+    from pipeline.tracking import redact
+
+    return redact(url)
+
+
+def study_names(storage) -> list[str]:
+    summaries = optuna.get_all_study_summaries(storage=storage, include_best_trial=False)
+    ordered = sorted(summaries, key=lambda s: (s.datetime_start is not None, s.datetime_start
+                                               or 0, s._study_id))
+    return [s.study_name for s in ordered]
+
+
+def resolve_study_name(storage, name: str | None, storage_url: str) -> str:
+    """``name`` if it exists, else the most recently started study; a clear error otherwise."""
+    names = study_names(storage)
+    if name is None:
+        if not names:
+            raise StudyError(f"no study in {_redact(storage_url)}; run `pipeline search` first "
+                             "or point --storage at the right database")
+        return names[-1]
+    if name not in names:
+        known = f"; studies there: {', '.join(names)}" if names else ""
+        raise StudyError(f"no study named {name!r} in {_redact(storage_url)}{known}")
+    return name
+
+
+def load_study(storage, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def make_sampler(space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
+    kind = space.sampler["type"]
+    if kind == "grid":
+        return optuna.samplers.GridSampler(space.grid(), seed=seed)
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # Conditional parameters (`when`) make the space dynamic; group=True lets multivariate
+        # TPE model each sub-space instead of falling back to independent sampling.
+        return optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=space.sampler["n_startup_trials"], multivariate=True,
+            group=any(p.when for p in space.params), constant_liar=True)
+
+
+def sampler_seed(seed: int, trials_so_far: int, worker_index: int = 0) -> int:
+    """The seed a sampler starts from in one process: the study's seed, moved past the trials
+    already made and apart for each parallel worker, so no two processes draw alike."""
+    return seed + trials_so_far + 100_003 * worker_index
+
+
+def sampler_settings(space: SearchSpace, seed: int) -> dict:
+    settings = {"type": space.sampler["type"], "seed": seed}
+    if settings["type"] == "tpe":
+        settings.update(n_startup_trials=space.sampler["n_startup_trials"], multivariate=True,
+                        group=any(p.when for p in space.params), constant_liar=True)
+    return settings
+
+
+def make_pruner(space: SearchSpace) -> optuna.pruners.BasePruner:
+    p = space.pruner
+    if p["type"] == "none":
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=p["n_startup_trials"],
+                                       n_warmup_steps=p["n_warmup_steps"],
+                                       interval_steps=p["interval_steps"])
+
+
+def create_or_resume(storage, name: str, space: SearchSpace, seed: int, *,
+                     force: bool = False) -> tuple[optuna.Study, bool]:
+    """The study ``name``, created from ``space`` or resumed if its space is unchanged.
+
+    A resumed study whose space changed is refused unless ``force``; the metric (and with it the
+    direction) can never change. Returns (study, created).
+    """
+    pruner = make_pruner(space)
+    if name in study_names(storage):
+        study = optuna.load_study(study_name=name, storage=storage, pruner=pruner)
+        # A sampler seeded alike in every process would replay its first random draws on each
+        # resume; offsetting by the trials already made keeps runs reproducible, never repeated.
+        study.sampler = make_sampler(space, sampler_seed(seed, len(study.trials)))
+        old = study.user_attrs.get(ATTR_FINGERPRINT)
+        if old is not None and old != space.fingerprint:
+            old_space = json.loads(study.user_attrs.get(ATTR_SPACE, "{}"))
+            change = describe_change(old_space, space.canonical())
+            if old_space.get("metric", space.metric) != space.metric:
+                raise StudyError(f"study {name!r} optimises {old_space['metric']}, the space "
+                                 f"{space.path} optimises {space.metric}; a study cannot change "
+                                 "its metric: use a new --study name")
+            if not force:
+                raise StudyError(f"study {name!r} was created from a different search space "
+                                 f"({change}); continue it anyway with --force, or start a new "
+                                 "study with --study NAME")
+            history = study.user_attrs.get(ATTR_SPACE_HISTORY, [])
+            study.set_user_attr(ATTR_SPACE_HISTORY, [*history, {"from": old,
+                                                                 "to": space.fingerprint,
+                                                                 "change": change}])
+            _record_space(study, space, seed)
+        return study, False
+    study = optuna.create_study(storage=storage, study_name=name, direction=space.direction,
+                                sampler=make_sampler(space, seed), pruner=pruner,
+                                load_if_exists=True)
+    _record_space(study, space, seed)
+    return study, True
+
+
+def _record_space(study: optuna.Study, space: SearchSpace, seed: int) -> None:
+    study.set_user_attr(ATTR_FINGERPRINT, space.fingerprint)
+    study.set_user_attr(ATTR_SPACE, json.dumps(space.canonical(), sort_keys=True, default=str))
+    study.set_user_attr(ATTR_SPACE_FILE, str(space.path))
+    study.set_user_attr(ATTR_SAMPLER, sampler_settings(space, seed))
+
+
+@dataclass(frozen=True)
+class TrialCounts:
+    """Where a study stands against its target number of trials.
+
+    ``retried`` failed trials (interrupted, or their worker died) are run again with the same
+    parameters as a new trial, so they do not count towards the target.
+    """
+
+    complete: int
+    pruned: int
+    failed: int
+    retried: int
+    running: int
+    waiting: int
+
+    @property
+    def finished(self) -> int:
+        """Trials that count towards the target: complete, pruned, failed for good."""
+        return self.complete + self.pruned + self.failed
+
+    def should_start(self, target: int) -> bool:
+        """Whether one more trial may start: a queued retry, or room under the target."""
+        return self.waiting > 0 or self.finished + self.running < target
+
+    def line(self) -> str:
+        return (f"{self.complete} complete, {self.pruned} pruned, {self.failed} failed"
+                + (f", {self.running} running" if self.running else "")
+                + (f", {self.retried} retried" if self.retried else ""))
+
+
+def retried_numbers(trials) -> set[int]:
+    """Numbers of trials that a later trial re-runs (its retry history names them)."""
+    return {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+
+
+def count_trials(study: optuna.Study) -> TrialCounts:
+    trials = study.get_trials(deepcopy=False)
+    retried = retried_numbers(trials)
+    by_state = {state: 0 for state in TrialState}
+    failed_for_good = 0
+    for t in trials:
+        by_state[t.state] += 1
+        if t.state == TrialState.FAIL and t.number not in retried:
+            failed_for_good += 1
+    return TrialCounts(
+        complete=by_state[TrialState.COMPLETE], pruned=by_state[TrialState.PRUNED],
+        failed=failed_for_good, retried=by_state[TrialState.FAIL] - failed_for_good,
+        running=by_state[TrialState.RUNNING], waiting=by_state[TrialState.WAITING],
+    )
+
+
+def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """Queue a failed trial to run again with the same parameters (lineage in system attrs).
+
+    Same record as Optuna's RetryHeartbeatStaleTrialCallback, so both kinds of retry read alike.
+    """
+    if not trial.params:
+        return  # interrupted before anything was sampled: a fresh trial will do
+    history = [*trial.system_attrs.get("retry_history", []), trial.number]
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+        system_attrs={"failed_trial": trial.system_attrs.get("failed_trial", trial.number),
+                      "retry_history": history},
+    ))
+
+
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    try:
+        return study.best_trial
+    except ValueError:
+        return None

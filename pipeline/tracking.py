@@ -1,0 +1,217 @@
+"""The bridge between training and MLflow: experiments, runs, metrics, artifacts, models.
+
+The project owns this bridge (``optuna_integration.MLflowCallback`` is deprecated and gets trial and
+run lifecycles wrong): one experiment per study, one parent run per study, one nested child run
+per trial opened when the trial starts and closed with a status that matches the trial
+(complete -> FINISHED, pruned -> KILLED, failed -> FAILED). Every call names its run id through
+an ``MlflowClient``, so nothing depends on MLflow's per-thread "active run".
+"""
+
+from __future__ import annotations
+
+import copy
+import platform
+import time
+from dataclasses import asdict
+from typing import Any
+
+import mlflow
+import numpy as np
+import torch
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.models import ModelSignature
+from mlflow.types import Schema, TensorSpec
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+import pipeline
+from pipeline.diagnostics import Diagnostics, confusion_figure, mistakes_image
+from pipeline.errors import PipelineError
+from pipeline.model import DigitReader
+from pipeline.settings import ModelSpec
+from pipeline.train import EpochStats
+
+# Tags that tie runs to studies and trials; the registry and reconcile steps read them back.
+TAG_ROLE = "pipeline.role"  # "study", "trial" or "train"
+TAG_STUDY = "pipeline.study"
+TAG_STORAGE = "pipeline.storage"
+TAG_TRIAL = "pipeline.trial_number"
+TAG_TRIAL_ID = "pipeline.optuna_trial_id"
+TAG_STATE = "pipeline.state"  # "complete", "pruned", "failed", "interrupted"
+TAG_PRUNED_EPOCH = "pipeline.pruned_epoch"
+TAG_REASON = "pipeline.reason"  # why a trial was pruned, failed or interrupted
+TAG_SAMPLED = "pipeline.sampled_params"
+TAG_WORKER = "pipeline.worker"
+
+MODEL_NAME_IN_RUN = "model"
+MODEL_SIGNATURE = ModelSignature(
+    inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 28, 28))]),
+    outputs=Schema([TensorSpec(np.dtype(np.int64), (-1,))]),
+)
+
+
+class TrackingError(PipelineError):
+    """The MLflow tracking store cannot be reached or used."""
+
+
+def library_versions() -> dict[str, str]:
+    import optuna
+
+    return {"pipeline_version": pipeline.__version__, "torch_version": torch.__version__,
+            "optuna_version": optuna.__version__, "mlflow_version": mlflow.__version__,
+            "python_version": platform.python_version()}
+
+
+def redact(url: str) -> str:
+    """A storage URL without its password, safe to log."""
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    credentials, host = rest.rsplit("@", 1)
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
+
+
+class Tracker:
+    """One tracking store (``MLFLOW_TRACKING_URI``, else MLflow's default in the working folder)."""
+
+    def __init__(self, tracking_uri: str | None = None) -> None:
+        self.uri = tracking_uri or mlflow.get_tracking_uri()
+        self.client = MlflowClient(tracking_uri=self.uri)
+
+    def experiment(self, name: str, tags: dict[str, str] | None = None) -> str:
+        """The id of experiment ``name``, created (or restored from the bin) if needed."""
+        try:
+            found = self.client.get_experiment_by_name(name)
+            if found is None:
+                return self.client.create_experiment(name, tags=tags)
+            if found.lifecycle_stage == "deleted":
+                self.client.restore_experiment(found.experiment_id)
+            return found.experiment_id
+        except Exception as e:  # noqa: BLE001 - connection errors come in many types
+            raise TrackingError(f"cannot use the MLflow tracking store at {self.uri}: "
+                                f"{_first_line(e)}; check MLFLOW_TRACKING_URI") from None
+
+    def start_run(self, experiment_id: str, name: str, *, parent_run_id: str | None = None,
+                  tags: dict[str, str] | None = None) -> RunLog:
+        all_tags = {MLFLOW_RUN_NAME: name, **(tags or {})}
+        if parent_run_id:
+            all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
+        run = self.client.create_run(experiment_id, run_name=name, tags=all_tags)
+        return RunLog(self.client, run.info.run_id, experiment_id)
+
+    def resume_run(self, run_id: str) -> RunLog | None:
+        """Reopen a run (a resumed study's parent); None if it no longer exists."""
+        try:
+            run = self.client.get_run(run_id)
+        except Exception:  # noqa: BLE001 - a missing run raises MlflowException
+            return None
+        if run.info.lifecycle_stage == "deleted":
+            return None
+        self.client.update_run(run_id, status="RUNNING")
+        return RunLog(self.client, run_id, run.info.experiment_id)
+
+
+class RunLog:
+    """Everything logged to one run. Per-epoch metrics go out asynchronously, one batch each."""
+
+    def __init__(self, client: MlflowClient, run_id: str, experiment_id: str) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.experiment_id = experiment_id
+        self._pending: list = []
+        self.seconds_logging = 0.0  # time spent in MLflow calls, for the overhead benchmark
+
+    def _timed(self, fn, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.seconds_logging += time.perf_counter() - start
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        items = [Param(str(k), _param_value(v)) for k, v in params.items()]
+        for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+            self._timed(self.client.log_batch, self.run_id, params=items[start:start + 100])
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        self._timed(self.client.log_batch, self.run_id,
+                    tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0,
+                    synchronous: bool = True) -> None:
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        op = self._timed(self.client.log_batch, self.run_id, metrics=batch,
+                         synchronous=synchronous)
+        if not synchronous and op is not None:
+            self._pending.append(op)
+
+    def log_epoch(self, stats: EpochStats) -> None:
+        """One batch per epoch, sent in the background: training never waits on the store."""
+        values = asdict(stats)
+        epoch = values.pop("epoch")
+        values["epoch_seconds"] = values.pop("seconds")
+        self.log_metrics(values, step=epoch, synchronous=False)
+
+    def log_diagnostics(self, diag: Diagnostics, images: torch.Tensor, labels: torch.Tensor,
+                        predictions: torch.Tensor, title: str) -> None:
+        """Confusion matrix (picture and JSON), per-class accuracy, a picture of mistakes."""
+        self._timed(self.client.log_figure, self.run_id, confusion_figure(diag, title),
+                    "confusion_matrix.png")
+        self._timed(self.client.log_dict, self.run_id, diag.as_dict(), "confusion_matrix.json")
+        self.log_metrics({f"val_accuracy_digit_{d}": a
+                          for d, a in diag.per_class_accuracy.items()})
+        mistakes = mistakes_image(images, labels, predictions)
+        if mistakes is not None:
+            self._timed(self.client.log_image, self.run_id, mistakes,
+                        artifact_file="val_mistakes.png")
+
+    def log_model(self, net: torch.nn.Module, spec: ModelSpec,
+                  example_images: torch.Tensor) -> str:
+        """Log the network with MLflow's PyTorch flavour; pyfunc predicts digits. Returns its URI.
+
+        Saved as a torch.export program ("pt2", MLflow's default): loading it runs no pickled code
+        and needs no `pipeline` installed. The architecture rides along as metadata so `pipeline
+        predict` can rebuild the network and report probabilities too.
+        """
+        reader = DigitReader(copy.deepcopy(net).float().cpu()
+                             .to(memory_format=torch.contiguous_format)).eval()
+        # Two examples, not one: torch.export would specialise a batch dimension of size 1.
+        example = (example_images[:2].float() / 255.0).numpy()
+        # MLflow files a logged model under the fluent "current experiment" when no fluent run
+        # is active; point it at this run's (a fluent run would force the status on exit).
+        mlflow.set_tracking_uri(self.client.tracking_uri)
+        mlflow.set_experiment(experiment_id=self.experiment_id)
+        info = self._timed(
+            mlflow.pytorch.log_model, reader, name=MODEL_NAME_IN_RUN, run_id=self.run_id,
+            signature=MODEL_SIGNATURE, input_example=example,
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+            metadata={"pipeline_architecture": spec.to_dict(),
+                      "input": "float32 (N, 28, 28) pixels in [0, 1], white digit on black",
+                      "output": "int64 (N,) predicted digits"},
+        )
+        return info.model_uri
+
+    def finish(self, status: str, tags: dict[str, Any] | None = None) -> None:
+        """Wait for background metric batches, tag the outcome, and close the run."""
+        for op in self._pending:
+            try:
+                op.wait()
+            except Exception:  # noqa: BLE001 - a lost metric batch must not lose the status
+                pass
+        self._pending.clear()
+        if tags:
+            self.set_tags(tags)
+        self._timed(self.client.set_terminated, self.run_id, status)
+
+
+def _param_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else type(e).__name__

@@ -1,0 +1,138 @@
+"""Search-space files: the shipped ones load; every malformed one is refused clearly, early."""
+
+from __future__ import annotations
+
+import textwrap
+
+import optuna
+import pytest
+from helpers import assert_one_line_error, run_cli
+
+from pipeline.errors import UsageError
+from pipeline.space import load_space
+
+GOOD = textwrap.dedent("""\
+    study:
+      metric: val_accuracy
+      sampler: {type: tpe, seed: 0, n_startup_trials: 2}
+      pruner: {type: median, n_startup_trials: 1, n_warmup_steps: 0}
+    data: {val_size: 500, train_subset: 1000}
+    fixed: {epochs: 2, fc_width: 16}
+    params:
+      width: {type: categorical, choices: [4, 8]}
+      optimizer: {type: categorical, choices: [adamw, sgd]}
+      lr: {type: float, low: 1.0e-3, high: 1.0e-1, log: true}
+      momentum: {type: float, low: 0.8, high: 0.95, when: {optimizer: [sgd]}}
+""")
+
+
+def test_shipped_spaces_load_and_default_falls_back_to_cpu():
+    default, cpu, seeds = load_space("default"), load_space("cpu"), load_space("seeds")
+    assert default.cpu_fallback == "cpu.yaml"
+    assert cpu.cpu_fallback is None
+    assert default.direction == cpu.direction == "maximize"
+    assert seeds.sampler["type"] == "grid" and len(seeds.grid()["model"]) == 5
+    assert len({default.fingerprint, cpu.fingerprint, seeds.fingerprint}) == 3
+
+
+def test_seed_presets_expand_to_the_reports_networks():
+    seeds = load_space("seeds")
+    flat = seeds.hyperparameters({"model": "report_b", "optimiser": "adam_1e-3",
+                                  "rotation": 10.0})
+    assert flat["width"] == 16 and flat["kernel_size"] == 5 and flat["fc_layers"] == 0
+    assert flat["optimizer"] == "adam" and flat["lr"] == 1e-3 and flat["rotation"] == 10.0
+    assert flat["batch_size"] == 64 and flat["epochs"] == 3
+
+
+def test_fingerprint_ignores_comments_and_layout_but_not_values(tmp_path):
+    a = tmp_path / "a.yaml"
+    a.write_text(GOOD)
+    b = tmp_path / "b.yaml"
+    b.write_text("# a comment\n" + GOOD.replace("{type: categorical, choices: [4, 8]}",
+                                               "\n    type: categorical\n    choices: [4, 8]"))
+    c = tmp_path / "c.yaml"
+    c.write_text(GOOD.replace("high: 1.0e-1", "high: 2.0e-1"))
+    assert load_space(a).fingerprint == load_space(b).fingerprint
+    assert load_space(a).fingerprint != load_space(c).fingerprint
+
+
+def test_conditional_parameters_are_only_sampled_when_their_condition_holds(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(GOOD)
+    space = load_space(path)
+    adam = space.suggest(optuna.trial.FixedTrial({"width": 4, "optimizer": "adamw", "lr": 0.01}))
+    assert "momentum" not in adam
+    sgd = space.suggest(optuna.trial.FixedTrial({"width": 4, "optimizer": "sgd", "lr": 0.01,
+                                                 "momentum": 0.9}))
+    assert sgd["momentum"] == 0.9
+
+
+BAD = [
+    # (what to do to GOOD, fragment of the error)
+    (lambda s: s + "  depth: {type: int, low: 1\n", "not valid YAML at line"),
+    (lambda s: s + "budget: 3\n", "budget: unknown key"),
+    (lambda s: s.replace("  width:", "  widht:"), "unknown key 'widht'; did you mean 'width'?"),
+    (lambda s: s.replace("log: true}", "log: true, hgih: 3}"), "params.lr.hgih: unknown key"),
+    (lambda s: s.replace("type: float, low: 1.0e-3", "low: 1.0e-3"), "params.lr.type: must be"),
+    (lambda s: s.replace("low: 0.8, high: 0.95", "low: 0.95, high: 0.8"),
+     "params.momentum: low 0.95 is above high 0.8; swap them"),
+    (lambda s: s + "  dropout: {type: float, low: 0.0, high: 1.5}\n",
+     "params.dropout.high: 1.5 is out of range: dropout must be in [0, 1)"),
+    (lambda s: s.replace("[adamw, sgd]", "[adamw, sgd, lamb]"),
+     "params.optimizer.choices: 'lamb' is out of range: unknown optimizer 'lamb'"),
+    (lambda s: s.replace("low: 1.0e-3, high: 1.0e-1, log: true", "low: 0.0, high: 0.1, log: true"),
+     "params.lr.low: a log range must start above 0"),
+    (lambda s: s.replace("log: true}", "log: true, step: 0.01}"),
+     "params.lr.step: Optuna cannot combine step with log"),
+    (lambda s: s + "  depth: {type: int, low: 1, high: 4, step: 2}\n",
+     "params.depth.step: high - low (3) must be a multiple of step 2"),
+    (lambda s: s + "  depth: {type: int, low: 1, high: 5}\n",
+     "params.depth.high: 5 is out of range: impossible architecture"),
+    # Each value alone is fine; together (3 blocks of 7x7 'valid' convs) they cannot work.
+    (lambda s: s + "  depth: {type: int, low: 1, high: 3}\n"
+                   "  kernel_size: {type: categorical, choices: [3, 7]}\n"
+                   "  padding: {type: categorical, choices: [same, valid]}\n",
+     "the space can sample a network that cannot be built (width=4, depth=3, kernel_size=7, "
+     "padding=valid)"),
+    (lambda s: s + "  batch_norm: {type: categorical, choices: [on, maybe]}\n",
+     "params.batch_norm.choices"),
+    (lambda s: s.replace("when: {optimizer: [sgd]}", "when: {optimiser: [sgd]}"),
+     "params.momentum.when.optimiser: must name a categorical parameter declared above"),
+    (lambda s: s + "  val_size: {type: int, low: 100, high: 200}\n",
+     "params.val_size: data keys cannot be searched"),
+    (lambda s: s.replace("metric: val_accuracy", "metric: test_accuracy"),
+     "study.metric: unknown metric 'test_accuracy'"),
+    (lambda s: s.replace("type: median", "type: hyperband"),
+     "study.pruner.type: unknown pruner 'hyperband'"),
+    (lambda s: s.replace("type: tpe", "type: grid"), "the grid sampler needs int or categorical"),
+    (lambda s: s.replace("train_subset: 1000", "train_subset: 60000"), "data.train_subset"),
+    (lambda s: s.replace("fixed: {epochs: 2, fc_width: 16}", "fixed: {epochs: 0}"),
+     "fixed: epochs must be a whole number >= 1"),
+]
+
+
+@pytest.mark.parametrize("damage, fragment", BAD, ids=[f for _, f in BAD])
+def test_a_malformed_space_is_one_error_naming_file_and_key(tmp_path, damage, fragment):
+    path = tmp_path / "bad.yaml"
+    path.write_text(damage(GOOD))
+    with pytest.raises(UsageError) as caught:
+        load_space(path)
+    message = str(caught.value)
+    assert str(path) in message
+    assert fragment in message, message
+
+
+@pytest.mark.parametrize("damage, fragment", [BAD[2], BAD[5], BAD[12]],
+                         ids=["unknown key", "inverted", "impossible network"])
+def test_cli_refuses_a_bad_space_before_creating_any_study_or_run(tmp_path, damage, fragment):
+    path = tmp_path / "bad.yaml"
+    path.write_text(damage(GOOD))
+    result = run_cli("search", "--space", str(path), "--trials", "1", cwd=tmp_path)
+    assert_one_line_error(result, str(path), fragment, code=2)
+    assert not (tmp_path / "optuna.db").exists()
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_unknown_space_name_lists_the_shipped_ones(tmp_path):
+    result = run_cli("search", "--space", "nonesuch", cwd=tmp_path)
+    assert_one_line_error(result, "no search space 'nonesuch'", "cpu", "default", "seeds", code=2)
