@@ -32,6 +32,10 @@ def cli() -> None:
     \b
     pipeline search --trials 50   search a space; every trial tracked in MLflow
     pipeline report               plots and a table of a study's best trials
+    pipeline promote best         register the best model as mnist-cnn@champion
+    pipeline models               the registered versions
+    pipeline predict IMAGE...     read digits from PNG/JPEG files
+    pipeline ui                   browse runs in MLflow's UI
     pipeline train                train one configuration
     pipeline data                 fetch and verify MNIST
     """
@@ -191,6 +195,96 @@ def report(study_name: str | None, storage: str | None, report_dir: Path) -> Non
     run_id = study.user_attrs.get("mlflow_parent_run_id")
     tracker = Tracker() if run_id else None
     write_report(study, report_dir, tracker=tracker, run_id=run_id, echo=click.echo)
+
+
+model_name_option = click.option("--name", default="mnist-cnn", show_default=True,
+                                 help="Registered model name.")
+
+
+@cli.command()
+@click.argument("target", metavar="best|RUN_ID")
+@study_option
+@storage_option
+@model_name_option
+@click.option("--force", is_flag=True,
+              help="Move the champion alias even if the candidate is worse on the test set.")
+@data_dir_option
+def promote(target: str, study_name: str | None, storage: str | None, name: str, force: bool,
+            data_dir: Path | None) -> None:
+    """Register a model as NAME@champion after checking it on the held-out test set.
+
+    \b
+    best     the best complete trial of --study (default: the most recent study)
+    RUN_ID   that MLflow run (a complete trial, or a finished `pipeline train` run)
+    """
+    from pipeline.data import load_mnist
+    from pipeline.registry import candidate_from_run, candidate_from_study, promote, registry_client
+    from pipeline.studies import default_storage
+
+    client = registry_client()
+    if target == "best":
+        candidate = candidate_from_study(storage or default_storage(), study_name)
+    else:
+        if study_name:
+            raise click.UsageError("--study goes with `promote best`, not with a run id")
+        candidate = candidate_from_run(client, target)
+    mnist = load_mnist(data_dir, log=click.echo)
+    promote(candidate, mnist, client=client, name=name, force=force, echo=click.echo)
+
+
+@cli.command()
+@model_name_option
+def models(name: str) -> None:
+    """The registered versions of a model, with aliases and accuracies."""
+    from pipeline.registry import list_versions, registry_client, versions_table
+
+    click.echo(versions_table(name, list_versions(registry_client(), name)))
+
+
+@cli.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--model", "model_uri", default="models:/mnist-cnn@champion", show_default=True,
+              help="Model URI: models:/NAME@ALIAS, models:/NAME/VERSION, models:/m-<id>, runs:/…")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per file, for machines.")
+@click.option("--request", "as_request", is_flag=True,
+              help="Print the JSON body `mlflow models serve` takes for these images instead "
+                   "of predicting.")
+def predict(images: tuple[Path, ...], model_uri: str, as_json: bool, as_request: bool) -> None:
+    """The digit in each PNG or JPEG file, and the model's probability for it.
+
+    Images of any size are made MNIST-like first: grayscale, inverted when the background is
+    light, cropped to the digit, scaled into 20x20 and centred by mass in 28x28.
+    """
+    import json
+
+    if as_request:
+        from pipeline.predict import serving_request
+
+        click.echo(json.dumps(serving_request(list(images))))
+        return
+    from pipeline.predict import predict_files
+
+    results = predict_files(list(images), model_uri)
+    for result in results:
+        if as_json:
+            click.echo(json.dumps(result.as_dict()))
+        elif result.error is None:
+            click.echo(result.line())
+        if result.error is not None:
+            click.echo(f"Error: {result.file}: {result.error}", err=True)
+    if any(r.error for r in results):
+        raise click.exceptions.Exit(1)
+
+
+@cli.command()
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to listen on; the default keeps it on this machine.")
+def ui(port: int, host: str) -> None:
+    """Start MLflow's UI for the configured tracking store and print its URL."""
+    from pipeline.ui import run_ui
+
+    raise click.exceptions.Exit(run_ui(host, port, echo=click.echo))
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix
 
 DIGITS = list(range(10))
@@ -45,14 +45,15 @@ def confusion_figure(diag: Diagnostics, title: str) -> Figure:
 
 def mistakes_image(images: torch.Tensor, labels: torch.Tensor, predictions: torch.Tensor,
                    limit: int = 32, columns: int = 8, scale: int = 2) -> Image.Image | None:
-    """Up to ``limit`` misread validation images in one mosaic, each captioned 'true→predicted'.
+    """Up to ``limit`` misread validation images in one mosaic, each captioned 'true->predicted'.
 
     Drawn with PIL in one pass: a 32-panel matplotlib figure cost half a second per trial.
     """
     wrong = (predictions != labels).nonzero().flatten()[:limit].tolist()
     if not wrong:
         return None
-    side, caption = 28 * scale, 14
+    side, caption = 28 * scale, 16
+    font = ImageFont.load_default(size=13)  # Pillow's scalable font; the bitmap one is tiny
     rows = (len(wrong) + columns - 1) // columns
     sheet = Image.new("RGB", (columns * (side + 4), rows * (side + caption + 4)), "white")
     draw = ImageDraw.Draw(sheet)
@@ -60,6 +61,6 @@ def mistakes_image(images: torch.Tensor, labels: torch.Tensor, predictions: torc
         x, y = (i % columns) * (side + 4) + 2, (i // columns) * (side + caption + 4) + 2
         digit = Image.fromarray(images[index].numpy()).resize((side, side), Image.NEAREST)
         sheet.paste(digit.convert("RGB"), (x, y + caption))
-        draw.text((x + 2, y), f"{labels[index].item()}→{predictions[index].item()}",
-                  fill=(200, 0, 40))
+        draw.text((x + 2, y), f"{labels[index].item()}->{predictions[index].item()}",
+                  fill=(200, 0, 40), font=font)
     return sheet

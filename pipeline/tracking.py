@@ -43,6 +43,9 @@ TAG_REASON = "pipeline.reason"  # why a trial was pruned, failed or interrupted
 TAG_SAMPLED = "pipeline.sampled_params"
 TAG_WORKER = "pipeline.worker"
 
+# MLflow 3's UI opens an experiment in its GenAI view unless told this kind; ours train models.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+
 MODEL_NAME_IN_RUN = "model"
 MODEL_SIGNATURE = ModelSignature(
     inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 28, 28))]),
@@ -81,12 +84,16 @@ class Tracker:
 
     def experiment(self, name: str, tags: dict[str, str] | None = None) -> str:
         """The id of experiment ``name``, created (or restored from the bin) if needed."""
+        tags = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, **(tags or {})}
         try:
             found = self.client.get_experiment_by_name(name)
             if found is None:
                 return self.client.create_experiment(name, tags=tags)
             if found.lifecycle_stage == "deleted":
                 self.client.restore_experiment(found.experiment_id)
+            if EXPERIMENT_KIND_TAG not in found.tags:
+                self.client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG,
+                                               EXPERIMENT_KIND)
             return found.experiment_id
         except Exception as e:  # noqa: BLE001 - connection errors come in many types
             raise TrackingError(f"cannot use the MLflow tracking store at {self.uri}: "

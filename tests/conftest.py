@@ -27,3 +27,10 @@ def raw_files(mnist) -> Path:
     from pipeline.data import default_data_dir, raw_dir
 
     return raw_dir(default_data_dir())
+
+
+@pytest.fixture(scope="session")
+def browser_available() -> None:
+    from helpers import require_system_tools
+
+    require_system_tools("chromium", "chromedriver", packages="chromium chromium-driver")

@@ -91,3 +91,29 @@ def assert_one_line_error(result: Result, *fragments: str, code: int | None = No
     for fragment in fragments:
         assert fragment in errors[0], errors[0]
     return errors[0]
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def require_system_tools(*tools: str, packages: str) -> None:
+    """Tests that drive a real system service need it installed. Under CI (`.ci/run` installs
+    them) a missing tool is a failure; on a developer's machine the test is skipped with the
+    command that installs it."""
+    import shutil
+
+    import pytest
+
+    missing = [tool for tool in tools if shutil.which(tool) is None and not Path(tool).exists()]
+    if not missing:
+        return
+    message = f"{', '.join(missing)} not installed: apt-get install {packages}"
+    if os.environ.get("CI"):
+        pytest.fail(message + " (.ci/run should have installed it)")
+    pytest.skip(message)

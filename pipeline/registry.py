@@ -1,0 +1,258 @@
+"""Promotion into the MLflow Model Registry, and what the registry holds.
+
+`pipeline promote` takes the best complete trial of a study (or a given run), measures its
+logged model on the held-out test set (the first time the test set is used), registers it with
+its lineage, checks that the registered version loads and answers the same, and only then moves
+the alias ``champion`` to it, and only if it is not worse than the current champion on the test
+set. Moving the alias is the commit point: anything that fails before leaves ``champion`` where
+it was. Promoting the same run again finds its version instead of making another.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+import mlflow
+import numpy as np
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from pipeline.data import Mnist
+from pipeline.errors import PipelineError, UsageError
+from pipeline.studies import ATTR_RUN_ID, best_trial, load_study, open_storage, resolve_study_name
+from pipeline.tracking import TAG_STUDY, TAG_TRIAL, Tracker, TrackingError
+
+DEFAULT_MODEL_NAME = "mnist-cnn"
+CHAMPION = "champion"
+TAG_PREFIX = "pipeline."
+# Lineage tags on every registered version.
+LINEAGE = ("study", "trial_number", "run_id", "val_accuracy", "test_accuracy", "data_checksum",
+           "space_fingerprint", "model_uri")
+
+
+class PromotionError(PipelineError):
+    """Nothing to promote, or the candidate failed a check; the champion is unchanged."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    run_id: str
+    model_uri: str
+    study: str
+    trial_number: str
+    val_accuracy: float
+    data_checksum: str
+    space_fingerprint: str
+
+    def describe(self) -> str:
+        where = (f"trial #{self.trial_number} of study {self.study!r}" if self.study
+                 else "a `pipeline train` run")
+        return f"{where} (run {self.run_id}, validation {self.val_accuracy:.2%})"
+
+
+@dataclass(frozen=True)
+class Promotion:
+    name: str
+    version: str
+    test_accuracy: float
+    new_version: bool  # False when the run was registered before
+    champion_before: tuple[str, float] | None  # (version, test accuracy)
+    is_champion: bool
+
+
+def registry_client(tracker: Tracker | None = None) -> MlflowClient:
+    """A client for the registry, checked to answer; an unreachable one is a clear error."""
+    tracker = tracker or Tracker()
+    uri = tracker.uri
+    if urlparse(uri).scheme in ("http", "https"):
+        import requests
+
+        try:
+            requests.get(uri.rstrip("/") + "/health", timeout=5).raise_for_status()
+        except requests.RequestException as e:
+            raise TrackingError(f"the MLflow registry at {uri} is unreachable "
+                                f"({type(e).__name__}); start the server or fix "
+                                "MLFLOW_TRACKING_URI") from None
+    try:
+        tracker.client.search_registered_models(max_results=1)
+    except Exception as e:  # noqa: BLE001 - every store reports failures its own way
+        raise TrackingError(f"the MLflow registry at {uri} is unreachable: "
+                            f"{str(e).strip().splitlines()[0][:200]}") from None
+    return tracker.client
+
+
+def candidate_from_study(storage_url: str, study_name: str | None) -> Candidate:
+    storage = open_storage(storage_url)
+    name = resolve_study_name(storage, study_name, storage_url)
+    study = load_study(storage, name)
+    best = best_trial(study)
+    if best is None or "model_uri" not in best.user_attrs:
+        raise PromotionError(f"study {name!r} has no complete trial with a logged model yet; "
+                             "run `pipeline search` first")
+    space = json.loads(study.user_attrs.get("space", "{}"))
+    if space.get("metric", "val_accuracy") != "val_accuracy":
+        val = best.user_attrs.get("val_accuracy", float("nan"))
+    else:
+        val = best.value
+    return Candidate(run_id=best.user_attrs[ATTR_RUN_ID], model_uri=best.user_attrs["model_uri"],
+                     study=name, trial_number=str(best.number), val_accuracy=float(val),
+                     data_checksum=study.user_attrs.get("data_checksum", ""),
+                     space_fingerprint=study.user_attrs.get("space_fingerprint", ""))
+
+
+def candidate_from_run(client: MlflowClient, run_id: str) -> Candidate:
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise PromotionError(f"no MLflow run {run_id!r} in {mlflow.get_tracking_uri()}") from None
+    if run.info.status != "FINISHED":
+        raise PromotionError(f"run {run_id} is {run.info.status}, not FINISHED; only complete "
+                             "trials and finished `pipeline train` runs can be promoted")
+    # A run records the models it logged among its outputs.
+    outputs = run.outputs.model_outputs if run.outputs else []
+    if not outputs:
+        raise PromotionError(f"run {run_id} has no logged model")
+    tags, params = run.data.tags, run.data.params
+    return Candidate(run_id=run_id, model_uri=f"models:/{outputs[-1].model_id}",
+                     study=tags.get(TAG_STUDY, ""), trial_number=tags.get(TAG_TRIAL, ""),
+                     val_accuracy=float(run.data.metrics.get("val_accuracy", float("nan"))),
+                     data_checksum=params.get("data_checksum", ""),
+                     space_fingerprint=params.get("space_fingerprint", ""))
+
+
+def held_out_images(mnist: Mnist) -> tuple[np.ndarray, np.ndarray]:
+    return (mnist.test.images.float() / 255.0).numpy(), mnist.test.labels.numpy()
+
+
+def predict_digits(model_uri: str, images: np.ndarray, batch: int = 2000) -> np.ndarray:
+    model = mlflow.pyfunc.load_model(model_uri)
+    return np.concatenate([model.predict(images[i:i + batch])
+                           for i in range(0, len(images), batch)])
+
+
+def _tag(version, key: str, default: str = "") -> str:
+    return version.tags.get(TAG_PREFIX + key, default)
+
+
+def current_champion(client: MlflowClient, name: str):
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def promote(candidate: Candidate, mnist: Mnist, *, client: MlflowClient,
+            name: str = DEFAULT_MODEL_NAME, force: bool = False, echo=print) -> Promotion:
+    echo(f"candidate: {candidate.describe()}")
+    existing = client.search_model_versions(f"name = '{name}' and run_id = '{candidate.run_id}'")
+    images, labels = held_out_images(mnist)
+    if existing:
+        version = max(existing, key=lambda v: int(v.version))
+        test_accuracy = float(_tag(version, "test_accuracy", "nan"))
+        echo(f"already registered as {name} version {version.version} "
+             f"(test accuracy {test_accuracy:.2%}); no new version")
+        new_version = False
+    else:
+        try:
+            predicted = predict_digits(candidate.model_uri, images)
+        except Exception as e:  # noqa: BLE001 - a model that cannot load cannot be promoted
+            raise PromotionError(f"the candidate's model {candidate.model_uri} does not load: "
+                                 f"{str(e).strip().splitlines()[0][:200]}") from None
+        test_accuracy = float((predicted == labels).mean())
+        echo(f"test accuracy on the 10,000 held-out images: {test_accuracy:.2%}")
+        client.log_metric(candidate.run_id, "test_accuracy", test_accuracy)
+        lineage = {"study": candidate.study, "trial_number": candidate.trial_number,
+                   "run_id": candidate.run_id, "val_accuracy": f"{candidate.val_accuracy:.6f}",
+                   "test_accuracy": f"{test_accuracy:.6f}",
+                   "data_checksum": candidate.data_checksum,
+                   "space_fingerprint": candidate.space_fingerprint,
+                   "model_uri": candidate.model_uri}
+        version = mlflow.register_model(candidate.model_uri, name,
+                                        tags={TAG_PREFIX + k: v for k, v in lineage.items()})
+        client.update_model_version(
+            name, version.version,
+            description=f"{candidate.describe()}; test accuracy {test_accuracy:.2%}")
+        # The registered copy must load and answer exactly as the candidate did.
+        check = predict_digits(f"models:/{name}/{version.version}", images[:500])
+        if not np.array_equal(check, predicted[:500]):
+            raise PromotionError(f"{name} version {version.version} does not answer like its "
+                                 "run's model; the champion is unchanged")
+        client.set_model_version_tag(name, version.version, TAG_PREFIX + "verified", "true")
+        echo(f"registered {name} version {version.version}; it loads and answers like the run")
+        new_version = True
+
+    champion = current_champion(client, name)
+    before = None
+    if champion is not None:
+        before = (champion.version, float(_tag(champion, "test_accuracy", "nan")))
+    if champion is not None and str(champion.version) == str(version.version):
+        echo(f"version {version.version} is already the {CHAMPION}")
+        return Promotion(name, version.version, test_accuracy, new_version, before, True)
+    if before is not None:
+        echo(f"current {CHAMPION}: version {before[0]}, test accuracy {before[1]:.2%}; "
+             f"candidate: version {version.version}, test accuracy {test_accuracy:.2%}")
+    if before is not None and test_accuracy < before[1] and not force:
+        echo(f"{CHAMPION} stays at version {before[0]}: the candidate is worse on the test set "
+             "(--force to move it anyway)")
+        return Promotion(name, version.version, test_accuracy, new_version, before, False)
+    client.set_registered_model_alias(name, CHAMPION, version.version)  # the commit point
+    echo(f"{name}@{CHAMPION} -> version {version.version}")
+    return Promotion(name, version.version, test_accuracy, new_version, before, True)
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    version: str
+    aliases: list[str]
+    test_accuracy: str
+    val_accuracy: str
+    study: str
+    trial: str
+    run_id: str
+    created: str
+
+
+def list_versions(client: MlflowClient, name: str) -> list[VersionRow]:
+    import datetime
+
+    versions = client.search_model_versions(f"name = '{name}'")
+    if not versions:
+        known = [m.name for m in client.search_registered_models()]
+        hint = f"; registered models: {', '.join(known)}" if known else ""
+        raise UsageError(f"no registered model {name!r} yet{hint}; run `pipeline promote best`")
+
+    def pct(value: str) -> str:
+        try:
+            return f"{float(value):.2%}"
+        except ValueError:
+            return "–"
+
+    # Version search results do not carry aliases; the registered model does.
+    aliases: dict[str, list[str]] = {}
+    for alias, number in client.get_registered_model(name).aliases.items():
+        aliases.setdefault(str(number), []).append(alias)
+    rows = []
+    for v in sorted(versions, key=lambda v: int(v.version), reverse=True):
+        created = datetime.datetime.fromtimestamp(v.creation_timestamp / 1000)
+        rows.append(VersionRow(
+            version=str(v.version), aliases=sorted(aliases.get(str(v.version), [])),
+            test_accuracy=pct(_tag(v, "test_accuracy")),
+            val_accuracy=pct(_tag(v, "val_accuracy")), study=_tag(v, "study") or "–",
+            trial=_tag(v, "trial_number") or "–", run_id=v.run_id or "",
+            created=created.strftime("%Y-%m-%d %H:%M")))
+    return rows
+
+
+def versions_table(name: str, rows: list[VersionRow]) -> str:
+    header = ["version", "aliases", "test acc", "val acc", "study", "trial", "run", "created"]
+    cells = [[r.version, ",".join(r.aliases) or "–", r.test_accuracy, r.val_accuracy, r.study,
+              r.trial, r.run_id[:12], r.created] for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
+    lines = [f"registered model {name!r}:",
+             "  " + "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True))
+              for row in cells]
+    return "\n".join(lines)
+

@@ -1,0 +1,77 @@
+"""`pipeline ui`: MLflow's own UI for the configured tracking store, on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from urllib.parse import urlparse
+
+import mlflow
+
+from pipeline.errors import UsageError
+
+
+def _absolute(uri: str) -> str:
+    """sqlite:///mlflow.db is relative to the working folder; the server gets it absolute."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + os.path.abspath(uri.removeprefix("sqlite:///"))
+    return uri
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def ui_command(host: str, port: int) -> tuple[list[str] | None, str]:
+    """The command that serves the UI and its URL; no command when the store is a server."""
+    uri = mlflow.get_tracking_uri()
+    if urlparse(uri).scheme in ("http", "https"):
+        return None, uri  # a tracking server already serves the UI
+    if not port_is_free(host, port):
+        raise UsageError(f"port {port} on {host} is in use; choose another with --port")
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", _absolute(uri),
+               "--host", host, "--port", str(port)]
+    return command, f"http://{host}:{port}"
+
+
+def run_ui(host: str, port: int, echo=print) -> int:
+    command, url = ui_command(host, port)
+    if command is None:
+        echo(f"MLFLOW_TRACKING_URI is a tracking server; its UI is at {url}")
+        return 0
+    echo(f"MLflow UI for {mlflow.get_tracking_uri()} at {url}  (Ctrl-C to stop)")
+    # The server runs in its own process group: its workers are grandchildren, and stopping
+    # only the direct child would leave them serving the port.
+    server = subprocess.Popen(command, start_new_session=True)
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: _raise_interrupt())
+    try:
+        return server.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        _stop_group(server)
+
+
+def _raise_interrupt() -> None:
+    raise KeyboardInterrupt
+
+
+def _stop_group(server: subprocess.Popen) -> None:
+    try:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=15)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
