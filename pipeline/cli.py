@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import faulthandler
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -127,9 +129,19 @@ report_dir_option = click.option(
 
 @cli.command()
 @click.option("--trials", type=click.IntRange(min=1), default=50, show_default=True,
-              help="The study's total: run until it holds this many finished trials "
-                   "(complete, pruned or failed). Interrupted trials are run again and do not "
-                   "count. Workers sharing a study all work towards this one total.")
+              help="The study's total, not a per-worker count: run until the study holds this "
+                   "many finished trials (complete, pruned or failed). Interrupted trials and "
+                   "trials of dead workers run again and do not count. Every worker sharing the "
+                   "study (--workers, or the same command on other machines) works towards this "
+                   "one total, and none is exceeded.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes on this machine, each with its own device (one GPU each, "
+                   "then several per GPU; on a CPU the cores are split). Needs a shared "
+                   "storage: journal:///path/optuna.journal or postgresql://…")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch CPU threads for this process [default: all cores, or split between "
+                   "--workers].")
+@click.option("--worker-of", type=int, default=None, hidden=True)
 @click.option("--space", "space_name", default=None,
               help="Search-space file, or a name in search_spaces/ [default: default, or cpu "
                    "when there is no GPU].")
@@ -151,15 +163,19 @@ report_dir_option = click.option(
               help="Seconds without a heartbeat before a trial counts as dead and is retried "
                    "[default: 3 heartbeats].")
 @data_dir_option
-def search(trials: int, space_name: str | None, study_name: str | None, storage: str | None,
-           timeout: float | None, seed: int | None, device: str, force: bool, report_dir: Path,
-           no_report: bool, heartbeat_interval: int, grace_period: int | None,
-           data_dir: Path | None) -> None:
+def search(trials: int, workers: int, threads: int | None, worker_of: int | None,
+           space_name: str | None, study_name: str | None, storage: str | None,
+           timeout: float | None, seed: int | None, device: str, force: bool,
+           report_dir: Path, no_report: bool, heartbeat_interval: int,
+           grace_period: int | None, data_dir: Path | None) -> None:
     """Search hyperparameters with Optuna; track every trial in MLflow.
 
     Starts the study, or resumes it: run the same command again after a stop to add the
-    missing trials. Browse the runs with `pipeline ui` (or `mlflow ui` in this folder).
+    missing trials. The same command with the same --storage and MLFLOW_TRACKING_URI on
+    another machine joins the study. Browse the runs with `pipeline ui`.
     """
+    if worker_of is not None and workers > 1:
+        raise click.UsageError("--workers and --worker-of do not go together")
     from pipeline.space import load_space
 
     asked = load_space(space_name or "default")  # a bad file fails here, before torch loads
@@ -167,16 +183,56 @@ def search(trials: int, space_name: str | None, study_name: str | None, storage:
     from pipeline.search import SearchRequest, choose_space, run_search
     from pipeline.studies import default_storage
 
-    space = choose_space(asked, explicit=space_name is not None, device_name=device,
-                         echo=click.echo)
+    coordinated = worker_of is not None  # started by a coordinating `--workers` process
+    space = choose_space(asked, explicit=space_name is not None or coordinated,
+                         device_name=device, echo=click.echo)
     request = SearchRequest(
         space=space, trials=trials, study_name=study_name or f"mnist-{space.name}",
         storage_url=storage or default_storage(),
         seed=space.sampler["seed"] if seed is None else seed, device=device, timeout=timeout,
         force=force, data_dir=data_dir, report_dir=report_dir, report=not no_report,
-        heartbeat_interval=heartbeat_interval, grace_period=grace_period)
-    run_search(request, echo=click.echo)
-    click.echo("Browse every trial: pipeline ui  (or: mlflow ui, in this folder)")
+        heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+        workers=worker_of or workers, threads=threads,
+        quiet=coordinated)
+    if workers > 1:
+        from pipeline.workers import run_workers
+
+        run_workers(request, echo=click.echo)
+    else:
+        run_search(request, echo=click.echo)
+    if not coordinated:
+        click.echo("Browse every trial: pipeline ui  (or: mlflow ui, in this folder)")
+
+
+@cli.command()
+@study_option
+@storage_option
+def reconcile(study_name: str | None, storage: str | None) -> None:
+    """Close what dead or interrupted workers left running, in the study and in MLflow.
+
+    Every `pipeline search` does this when it starts; this command does it on its own.
+    """
+    from pipeline.reconcile import reconcile as close_orphans
+    from pipeline.studies import (
+        ATTR_EXPERIMENT,
+        ATTR_HEARTBEAT,
+        default_storage,
+        load_study,
+        open_storage,
+        resolve_study_name,
+    )
+    from pipeline.tracking import Tracker
+
+    url = storage or default_storage()
+    name = resolve_study_name(open_storage(url), study_name, url)
+    # Judge heartbeats as the study's workers do, or a live trial could look dead.
+    beat = load_study(open_storage(url), name).user_attrs.get(ATTR_HEARTBEAT) or {}
+    store = open_storage(url, heartbeat_interval=beat.get("interval"),
+                         grace_period=beat.get("grace"))
+    study = load_study(store, name)
+    experiment_id = study.user_attrs.get(ATTR_EXPERIMENT)
+    result = close_orphans(study, Tracker() if experiment_id else None, experiment_id)
+    click.echo(result.line() or f"study {study.study_name!r}: nothing left running")
 
 
 @cli.command()
@@ -288,9 +344,14 @@ def ui(port: int, host: str) -> None:
 
 
 def main() -> None:
+    # `kill -USR1 <pid>` prints every thread's stack: how to see what a long search is doing.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     # MLflow announces database set-up at INFO when it is imported; our commands say what
     # matters. A user who sets MLFLOW_LOGGING_LEVEL keeps their choice.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    # Against a tracking server MLflow prints two links for every run it closes (one per trial),
+    # at the cost of one more request each; our own lines say where things are.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     cli(prog_name="pipeline")
 
 

@@ -65,21 +65,23 @@ class SearchProgress:
     Off a terminal, one line per finished trial instead.
     """
 
-    def __init__(self, target: int, done: int, metric: str, *, echo=print) -> None:
+    def __init__(self, target: int, done: int, metric: str, *, echo=print,
+                 enabled: bool = True) -> None:
         self.target = target
         self.metric = metric
         self.echo = echo
         self.best: str = "—"
         self.counts: str = ""
         self.running: str = ""
-        self.interactive = is_interactive()
+        self._epochs = 0
+        self.interactive = enabled and is_interactive()
         self.bar = None
         if self.interactive:
             self.bar = tqdm(total=target, initial=min(done, target), desc="trials", unit="trial",
                             dynamic_ncols=True,
                             bar_format="{desc} {n_fmt}/{total_fmt} |{bar}| {elapsed}<{remaining}"
                                        "{postfix}")
-            self._refresh()
+            self.refresh()
 
     def set_best(self, value: float | None, number: int | None) -> None:
         if value is not None:
@@ -88,12 +90,12 @@ class SearchProgress:
     def trial_started(self, number: int, epochs: int) -> None:
         self.running = f"#{number} starting"
         self._epochs = epochs
-        self._refresh()
+        self.refresh()
 
     def epoch_done(self, number: int, stats: EpochStats) -> None:
         self.running = (f"#{number} epoch {stats.epoch}/{self._epochs} "
                         f"val acc {stats.val_accuracy:.2%}")
-        self._refresh()
+        self.refresh()
 
     def trial_finished(self, number: int, state: str, value: float | None, counts,
                        seconds: float, note: str = "") -> None:
@@ -102,12 +104,12 @@ class SearchProgress:
         shown = format_value(self.metric, value) if value is not None else ""
         if self.bar is not None:
             self.bar.update(1)
-            self._refresh()
+            self.refresh()
         else:
             self.echo(f"trial {number:>3} {state:<9}{shown:>8}  {seconds:5.0f}s   best {self.best}"
                       f"   [{counts.line()}]" + (f"  {note}" if note else ""))
 
-    def _refresh(self) -> None:
+    def refresh(self) -> None:
         if self.bar is not None:
             parts = [f"best {self.best}", self.running, self.counts]
             self.bar.set_postfix_str(" | ".join(p for p in parts if p))

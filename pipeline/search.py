@@ -19,12 +19,14 @@ from pathlib import Path
 
 import optuna
 import torch
+from optuna.storages._heartbeat import is_heartbeat_enabled
 
 from pipeline.data import DataSplits, load_mnist, split_train_val
 from pipeline.diagnostics import diagnose
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, UsageError
 from pipeline.hparams import make_config
 from pipeline.liveness import worker_id
+from pipeline.locking import StudyLock, shareable, study_lock
 from pipeline.model import build_model, parameter_count
 from pipeline.progress import SearchProgress, format_value
 from pipeline.reconcile import reconcile
@@ -32,6 +34,7 @@ from pipeline.space import SearchSpace, load_space
 from pipeline.studies import (
     ATTR_DATA_CHECKSUM,
     ATTR_EXPERIMENT,
+    ATTR_HEARTBEAT,
     ATTR_INTERRUPTED,
     ATTR_PARENT_RUN,
     ATTR_PRUNED_EPOCH,
@@ -39,6 +42,7 @@ from pipeline.studies import (
     ATTR_RUN_ID,
     ATTR_TARGET,
     ATTR_WORKER,
+    TrialCounts,
     best_trial,
     count_trials,
     create_or_resume,
@@ -48,6 +52,7 @@ from pipeline.studies import (
 from pipeline.tracking import (
     TAG_PRUNED_EPOCH,
     TAG_REASON,
+    TAG_RETRY_OF,
     TAG_ROLE,
     TAG_SAMPLED,
     TAG_STATE,
@@ -91,6 +96,9 @@ class SearchRequest:
     report: bool = True
     heartbeat_interval: int | None = None
     grace_period: int | None = None
+    workers: int = 1  # processes sharing this study (this one included)
+    threads: int | None = None  # torch CPU threads for this process
+    quiet: bool = False  # a worker of a coordinated search: errors only
 
 
 @dataclass
@@ -147,7 +155,8 @@ class TrialObjective:
 
     def __init__(self, *, space: SearchSpace, data: DataSplits, tracker: Tracker,
                  experiment_id: str, parent_run_id: str, study_name: str, device: str,
-                 seed: int, progress: SearchProgress) -> None:
+                 seed: int, progress: SearchProgress,
+                 on_start: Callable[[], None] = lambda: None) -> None:
         self.space = space
         self.data = data
         self.tracker = tracker
@@ -157,20 +166,25 @@ class TrialObjective:
         self.device = device
         self.seed = seed
         self.progress = progress
+        self.on_start = on_start
         self.versions = library_versions()
 
     def __call__(self, trial: optuna.Trial) -> float:
+        self.on_start()  # the trial exists now: other workers may count it and go on
         start = time.perf_counter()
         worker = worker_id()
         trial.set_user_attr(ATTR_WORKER, worker)
         sampled = self.space.suggest(trial)
         config = make_config({**self.space.hyperparameters(sampled), "device": self.device,
                               "seed": self.seed + trial.number})
-        run = self.tracker.start_run(
-            self.experiment_id, f"trial-{trial.number:04d}", parent_run_id=self.parent_run_id,
-            tags={TAG_ROLE: "trial", TAG_STUDY: self.study_name, TAG_TRIAL: trial.number,
-                  TAG_TRIAL_ID: trial._trial_id, TAG_SAMPLED: ",".join(sampled),
-                  TAG_WORKER: worker})
+        tags = {TAG_ROLE: "trial", TAG_STUDY: self.study_name, TAG_TRIAL: trial.number,
+                TAG_TRIAL_ID: trial._trial_id, TAG_SAMPLED: ",".join(sampled), TAG_WORKER: worker}
+        retry_of = trial.study._storage.get_trial_system_attrs(trial._trial_id).get(
+            "failed_trial")
+        if retry_of is not None:
+            tags[TAG_RETRY_OF] = retry_of
+        run = self.tracker.start_run(self.experiment_id, f"trial-{trial.number:04d}",
+                                     parent_run_id=self.parent_run_id, tags=tags)
         trial.set_user_attr(ATTR_RUN_ID, run.run_id)
         self.progress.trial_started(trial.number, config.train.epochs)
         try:
@@ -254,47 +268,90 @@ def _release_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def run_search(req: SearchRequest, *, echo=print) -> SearchOutcome:
+@dataclass
+class Session:
+    """An open search: the study, its MLflow experiment and parent run, the study lock."""
+
+    req: SearchRequest
+    study: optuna.Study
+    tracker: Tracker
+    experiment_id: str
+    parent: RunLog
+    lock: StudyLock
+    counts_at_start: TrialCounts
+
+
+def open_search(req: SearchRequest, *, echo=print) -> Session:
+    """Create or resume the study, its experiment and parent run; close what dead workers left."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own lines say what happened
     storage = open_storage(req.storage_url, heartbeat_interval=req.heartbeat_interval,
                            grace_period=req.grace_period)
-    study, created = create_or_resume(storage, req.study_name, req.space, req.seed,
-                                      force=req.force)
-    study.set_user_attr(ATTR_TARGET, req.trials)
-    tracker = Tracker()
-    experiment_id = tracker.experiment(
-        req.study_name, tags={TAG_STUDY: req.study_name, TAG_STORAGE: redact(req.storage_url)})
-    study.set_user_attr(ATTR_EXPERIMENT, experiment_id)
+    if req.workers > 1 and not shareable(storage):
+        raise UsageError(
+            f"--workers {req.workers} needs a storage several processes can write at once, and "
+            f"SQLite locks under them: use --storage journal:///path/optuna.journal on one "
+            f"machine, or --storage postgresql://user@host/db for many")
+    lock = study_lock(storage, req.storage_url, req.study_name)
+    # Two workers starting together must not make two parent runs, nor both set up a fresh
+    # MLflow database (its client migrates the schema as soon as it is made).
+    lock.acquire()
+    try:
+        tracker = Tracker()
+        study, created = create_or_resume(storage, req.study_name, req.space, req.seed,
+                                          force=req.force)
+        study.set_user_attr(ATTR_TARGET, req.trials)
+        if is_heartbeat_enabled(storage):
+            study.set_user_attr(ATTR_HEARTBEAT, {
+                "interval": storage.get_heartbeat_interval(),
+                "grace": storage.grace_period})
+        experiment_id = tracker.experiment(
+            req.study_name,
+            tags={TAG_STUDY: req.study_name, TAG_STORAGE: redact(req.storage_url)})
+        study.set_user_attr(ATTR_EXPERIMENT, experiment_id)
+        parent = _open_parent_run(study, tracker, experiment_id, req)
+    finally:
+        lock.release()
     cleaned = reconcile(study, tracker, experiment_id)
     if cleaned.line():
         echo(cleaned.line())
-
     counts = count_trials(study)
     verb = "created" if created else "resumed"
     echo(f"study {req.study_name!r} {verb} in {redact(req.storage_url)}: "
          f"{counts.finished} of {req.trials} trials done ({counts.line()})")
     echo(f"MLflow experiment {req.study_name!r} in {tracker.uri}")
+    return Session(req, study, tracker, experiment_id, parent, lock, counts)
 
+
+def load_search_data(session: Session, *, echo=print) -> DataSplits:
+    space = session.req.space
+    mnist = load_mnist(session.req.data_dir, log=echo)
+    data = split_train_val(mnist, val_size=space.data.val_size, split_seed=space.data.split_seed,
+                           train_subset=space.data.train_subset)
+    session.study.set_user_attr(ATTR_DATA_CHECKSUM, data.checksum)
+    session.parent.log_params({"data_checksum": data.checksum, "train_size": len(data.train)})
+    return data
+
+
+def run_trials(session: Session, data: DataSplits, progress: SearchProgress) -> str:
+    """Run trials until the study holds its target; returns why it stopped.
+
+    Under the study lock a worker counts the trials and, if there is room, creates its next one;
+    the objective lets go of the lock as soon as the trial exists. When the only trials left to
+    finish belong to other workers, it waits and looks again: one of them may die, and its trial
+    comes back as a retry that this worker must pick up.
+    """
+    req, study = session.req, session.study
     device = str(choose_device(req.device))
-    mnist = load_mnist(req.data_dir, log=echo)
-    data = split_train_val(mnist, val_size=req.space.data.val_size,
-                           split_seed=req.space.data.split_seed,
-                           train_subset=req.space.data.train_subset)
-    study.set_user_attr(ATTR_DATA_CHECKSUM, data.checksum)
-    echo(f"space {req.space.path} ({req.space.fingerprint}); {len(data.train):,} training / "
-         f"{len(data.val):,} validation images; device {device}")
-
-    parent = _open_parent_run(study, tracker, experiment_id, req, data)
-    progress = SearchProgress(req.trials, counts.finished, req.space.metric, echo=echo)
+    objective = TrialObjective(space=req.space, data=data, tracker=session.tracker,
+                               experiment_id=session.experiment_id,
+                               parent_run_id=session.parent.run_id, study_name=req.study_name,
+                               device=device, seed=req.seed, progress=progress,
+                               on_start=session.lock.release)
     best = best_trial(study)
     if best is not None:
         progress.set_best(best.value, best.number)
-    objective = TrialObjective(space=req.space, data=data, tracker=tracker,
-                               experiment_id=experiment_id, parent_run_id=parent.run_id,
-                               study_name=req.study_name, device=device, seed=req.seed,
-                               progress=progress)
-    outcome = SearchOutcome(study, parent.run_id, experiment_id)
     deadline = time.monotonic() + req.timeout if req.timeout else None
+    poll = min(5.0, float(req.heartbeat_interval or 5))
 
     def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         best = best_trial(study)
@@ -306,63 +363,106 @@ def run_search(req: SearchRequest, *, echo=print) -> SearchOutcome:
                                 note=trial.user_attrs.get(ATTR_REASON, "")
                                 if trial.state.name != "COMPLETE" else "")
 
-    try:
-        with interrupt_on_signals() as received:
-            try:
-                while True:
-                    if not count_trials(study).should_start(req.trials):
-                        break
-                    if deadline is not None and time.monotonic() >= deadline:
-                        outcome.stopped_by = "timeout"
-                        break
-                    sampler = study.sampler
-                    if isinstance(sampler, optuna.samplers.GridSampler) and \
-                            sampler.is_exhausted(study):
-                        outcome.stopped_by = "grid"
-                        break
-                    study.optimize(objective, n_trials=1, catch=(TrialFailed,),
-                                   callbacks=[after_trial], gc_after_trial=False)
-            except KeyboardInterrupt:
-                signum = received.get("signal", signal.SIGINT)
-                progress.close()
-                parent.finish("KILLED", {TAG_STATE: "interrupted"})
-                name = signal.Signals(signum).name
-                raise SearchInterrupted(
-                    f"{name}: stopped; the running trial was marked failed and queued to run "
-                    f"again; run the same `pipeline search` to resume "
-                    f"({count_trials(study).line()})", signum) from None
-    finally:
-        progress.close()
+    while True:
+        if deadline is not None and time.monotonic() >= deadline:
+            return "timeout"
+        reconcile(study, session.tracker, session.experiment_id)
+        session.lock.acquire()
+        start = False
+        try:
+            counts = count_trials(study)
+            exhausted = getattr(study.sampler, "is_exhausted", None)
+            if exhausted is not None and exhausted(study):
+                return "grid"
+            if counts.should_start(req.trials):
+                start = True
+            elif counts.finished >= req.trials or counts.running == 0:
+                return "target"
+        finally:
+            if not start:
+                session.lock.release()
+        if not start:
+            time.sleep(poll)  # other workers' trials are still running
+            continue
+        try:
+            study.optimize(objective, n_trials=1, catch=(TrialFailed,),
+                           callbacks=[after_trial], gc_after_trial=False)
+        finally:
+            session.lock.release()  # if the objective never ran
 
+
+def close_search(session: Session, *, echo=print, stopped_by: str = "target") -> list[Path]:
+    """Summarise the study on its parent run, write the report, close the run if all is done."""
+    req, study = session.req, session.study
+    reconcile(study, session.tracker, session.experiment_id)
     final = count_trials(study)
     best = best_trial(study)
     summary = {"trials_complete": final.complete, "trials_pruned": final.pruned,
                "trials_failed": final.failed}
     if best is not None:
         summary[f"best_{req.space.metric}"] = best.value
-        parent.set_tags({"pipeline.best_trial": best.number,
-                         "pipeline.best_run_id": best.user_attrs.get(ATTR_RUN_ID, "")})
-    parent.log_metrics(summary)
-    if outcome.stopped_by == "timeout":
+        session.parent.set_tags({"pipeline.best_trial": best.number,
+                                 "pipeline.best_run_id": best.user_attrs.get(ATTR_RUN_ID, "")})
+    session.parent.log_metrics(summary)
+    if stopped_by == "timeout":
         echo(f"timeout: no new trial started after {req.timeout:g}s")
-    if outcome.stopped_by == "grid":
+    if stopped_by == "grid":
         echo("the grid is complete: every combination has run")
     from pipeline.report import top_trials_table, write_report
 
+    files: list[Path] = []
     if req.report:
-        outcome.report_files = write_report(study, req.report_dir, tracker=tracker,
-                                            run_id=parent.run_id, echo=echo)
+        files = write_report(study, req.report_dir, tracker=session.tracker,
+                             run_id=session.parent.run_id, echo=echo)
     else:
         echo("")
         echo(top_trials_table(study))
     if final.running == 0:
-        parent.finish("FINISHED", {TAG_STATE: "finished"})
+        session.parent.finish("FINISHED", {TAG_STATE: "finished"})
     # else other workers still run trials of this study; the last one to finish closes it.
+    session.lock.close()
+    return files
+
+
+def interrupted(session: Session, signum: int) -> SearchInterrupted:
+    session.parent.finish("KILLED", {TAG_STATE: "interrupted"})
+    session.lock.close()
+    name = signal.Signals(signum).name
+    return SearchInterrupted(
+        f"{name}: stopped; the running trial was marked failed and queued to run again; run "
+        f"the same `pipeline search` to resume ({count_trials(session.study).line()})", signum)
+
+
+def run_search(req: SearchRequest, *, echo=print) -> SearchOutcome:
+    """One worker, start to finish: open, load data, run trials, report."""
+    if req.threads:
+        torch.set_num_threads(req.threads)
+    say = (lambda line: None) if req.quiet else echo
+    session = open_search(req, echo=say)
+    data = load_search_data(session, echo=say)
+    say(f"space {req.space.path} ({req.space.fingerprint}); {len(data.train):,} training / "
+        f"{len(data.val):,} validation images; device {choose_device(req.device)}")
+    progress = SearchProgress(req.trials, session.counts_at_start.finished, req.space.metric,
+                              echo=say, enabled=not req.quiet)
+    with interrupt_on_signals() as received:
+        try:
+            stopped_by = run_trials(session, data, progress)
+        except KeyboardInterrupt:
+            progress.close()
+            raise interrupted(session, received.get("signal", signal.SIGINT)) from None
+        finally:
+            progress.close()
+    outcome = SearchOutcome(session.study, session.parent.run_id, session.experiment_id,
+                            stopped_by=stopped_by)
+    if req.quiet:
+        session.lock.close()  # a worker of a coordinated search: the coordinator reports
+        return outcome
+    outcome.report_files = close_search(session, echo=echo, stopped_by=stopped_by)
     return outcome
 
 
 def _open_parent_run(study: optuna.Study, tracker: Tracker, experiment_id: str,
-                     req: SearchRequest, data: DataSplits) -> RunLog:
+                     req: SearchRequest) -> RunLog:
     """The study's run: made on the first search, reopened by every later one."""
     existing = study.user_attrs.get(ATTR_PARENT_RUN)
     if existing:
@@ -376,9 +476,9 @@ def _open_parent_run(study: optuna.Study, tracker: Tracker, experiment_id: str,
     pruner = {f"pruner.{k}": v for k, v in req.space.pruner.items()}
     parent.log_params({"space_file": str(req.space.path), "space_name": req.space.name,
                        "space_fingerprint": req.space.fingerprint, "metric": req.space.metric,
-                       "direction": req.space.direction, "data_checksum": data.checksum,
-                       "val_size": data.val_size, "split_seed": data.split_seed,
-                       "train_size": len(data.train), **sampler, **pruner,
+                       "direction": req.space.direction, "val_size": req.space.data.val_size,
+                       "split_seed": req.space.data.split_seed,
+                       "train_subset": req.space.data.train_subset, **sampler, **pruner,
                        **library_versions()})
     study.set_user_attr(ATTR_PARENT_RUN, parent.run_id)
     return parent

@@ -40,10 +40,11 @@ from pipeline.settings import MODEL_KEYS, DataSettings
 SECTIONS = ("description", "cpu_fallback", "study", "data", "fixed", "presets", "params")
 STUDY_KEYS = ("metric", "sampler", "pruner")
 METRICS = {"val_accuracy": "maximize", "val_loss": "minimize"}
-SAMPLER_KEYS = ("type", "seed", "n_startup_trials")
 SAMPLERS = ("tpe", "random", "grid")
-PRUNER_KEYS = ("type", "n_startup_trials", "n_warmup_steps", "interval_steps")
+SAMPLER_DEFAULTS = {"type": "tpe", "seed": 0, "n_startup_trials": 10}
 PRUNERS = ("median", "none")
+PRUNER_DEFAULTS = {"type": "median", "n_startup_trials": 5, "n_warmup_steps": 0,
+                   "interval_steps": 1}
 PARAM_KEYS = ("type", "low", "high", "step", "log", "choices", "when")
 PARAM_TYPES = ("int", "float", "categorical")
 DATA_KEYS = ("val_size", "split_seed", "train_subset")
@@ -210,22 +211,11 @@ def parse_space(raw: dict, path: Path) -> SearchSpace:
     metric = study.get("metric", "val_accuracy")
     if metric not in METRICS:
         raise fail("study.metric", f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
-    sampler = {"type": "tpe", "seed": 0, "n_startup_trials": 10, **(study.get("sampler") or {})}
-    check_keys(sampler, SAMPLER_KEYS, "study.sampler")
-    if sampler["type"] not in SAMPLERS:
-        raise fail("study.sampler.type",
-                   f"unknown sampler {sampler['type']!r}; use one of {', '.join(SAMPLERS)}")
-    _need_int(sampler, "seed", 0, "study.sampler", fail)
-    _need_int(sampler, "n_startup_trials", 0, "study.sampler", fail)
-    pruner = {"type": "median", "n_startup_trials": 5, "n_warmup_steps": 0, "interval_steps": 1,
-              **(study.get("pruner") or {})}
-    check_keys(pruner, PRUNER_KEYS, "study.pruner")
-    if pruner["type"] not in PRUNERS:
-        raise fail("study.pruner.type",
-                   f"unknown pruner {pruner['type']!r}; use one of {', '.join(PRUNERS)}")
-    _need_int(pruner, "n_startup_trials", 0, "study.pruner", fail)
-    _need_int(pruner, "n_warmup_steps", 0, "study.pruner", fail)
-    _need_int(pruner, "interval_steps", 1, "study.pruner", fail)
+    sampler = _study_part(study.get("sampler"), "sampler", SAMPLER_DEFAULTS, SAMPLERS,
+                          {"seed": 0, "n_startup_trials": 0}, check_keys, fail)
+    pruner = _study_part(study.get("pruner"), "pruner", PRUNER_DEFAULTS, PRUNERS,
+                         {"n_startup_trials": 0, "n_warmup_steps": 0, "interval_steps": 1},
+                         check_keys, fail)
 
     data_raw = raw.get("data") or {}
     check_keys(data_raw, DATA_KEYS, "data")
@@ -264,6 +254,20 @@ def parse_space(raw: dict, path: Path) -> SearchSpace:
     _check_every_value(space, fail)
     _check_every_architecture(space, fail)
     return space
+
+
+def _study_part(raw, name: str, defaults: dict, kinds: tuple, minimums: dict[str, int],
+                check_keys, fail) -> dict:
+    """``study.sampler`` or ``study.pruner``: defaults filled in, keys, type and numbers checked.
+    The defaults name every key the part may have."""
+    part = {**defaults, **(raw or {})}
+    check_keys(part, tuple(defaults), f"study.{name}")
+    if part["type"] not in kinds:
+        raise fail(f"study.{name}.type",
+                   f"unknown {name} {part['type']!r}; use one of {', '.join(kinds)}")
+    for key, low in minimums.items():
+        _need_int(part, key, low, f"study.{name}", fail)
+    return part
 
 
 def _need_int(section: dict, key: str, low: int, prefix: str, fail) -> None:

@@ -26,6 +26,7 @@ ATTR_EXPERIMENT = "mlflow_experiment_id"
 ATTR_PARENT_RUN = "mlflow_parent_run_id"
 ATTR_DATA_CHECKSUM = "data_checksum"
 ATTR_TARGET = "target_trials"
+ATTR_HEARTBEAT = "heartbeat"  # {"interval": s, "grace": s}: how workers judge each other
 
 # Trial user attributes.
 ATTR_RUN_ID = "mlflow_run_id"
@@ -43,14 +44,22 @@ def default_storage() -> str:
     return os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
 
 
+def is_journal(url: str) -> bool:
+    return url.startswith("journal:") or url.endswith(".journal")
+
+
+def journal_path(url: str) -> str:
+    """journal:///abs/path.journal, journal:rel.journal or a bare *.journal path -> the path."""
+    return url.removeprefix("journal:").removeprefix("//") if url.startswith("journal:") else url
+
+
 def open_storage(url: str, *, heartbeat_interval: int | None = None,
                  grace_period: int | None = None) -> optuna.storages.BaseStorage:
     """An Optuna storage for ``url``; RDB storages get heartbeats and stale-trial retries."""
-    if url.startswith(("journal:", "journal://")) or url.endswith(".journal"):
+    if is_journal(url):
         from optuna.storages.journal import JournalFileBackend
 
-        path = url.split("journal:", 1)[-1].removeprefix("//") if "journal:" in url else url
-        return optuna.storages.JournalStorage(JournalFileBackend(path))
+        return optuna.storages.JournalStorage(JournalFileBackend(journal_path(url)))
     if "://" not in url:
         raise UsageError(f"storage {url!r} is not a database URL; use e.g. sqlite:///optuna.db, "
                          "postgresql://user@host/db or journal:///path/optuna.journal")
@@ -122,14 +131,55 @@ def make_sampler(space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
             group=any(p.when for p in space.params), constant_liar=True)
 
 
-def sampler_seed(seed: int, trials_so_far: int, worker_index: int = 0) -> int:
-    """The seed a sampler starts from in one process: the study's seed, moved past the trials
-    already made and apart for each parallel worker, so no two processes draw alike."""
-    return seed + trials_so_far + 100_003 * worker_index
+class TrialSeededSampler(optuna.samplers.BaseSampler):
+    """Seeds the sampler afresh for every trial, from the study's seed and the trial number.
+
+    A sampler seeded once per process replays its first random draws in every process that
+    resumes the study or joins it. Seeding by trial number keeps a study reproducible, and no two
+    trials (in any process, on any machine) draw alike.
+    """
+
+    def __init__(self, factory, seed: int) -> None:
+        self._factory = factory
+        self._seed = seed
+        self._inner = factory(seed)
+
+    def before_trial(self, study, trial) -> None:
+        self._inner = self._factory(self._seed + trial.number)
+        self._inner.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return self._inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self._inner.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self._inner.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self._inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self._inner.reseed_rng()
+
+    def is_exhausted(self, study) -> bool:
+        """For a grid: every combination has run."""
+        check = getattr(self._inner, "is_exhausted", None)
+        return bool(check and check(study))
+
+
+def seeded_sampler(space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
+    if space.sampler["type"] == "grid":
+        # The grid sampler maps grid ids through one seeded shuffle: every process and every
+        # trial must share that seed, or ids would name different points.
+        return make_sampler(space, seed)
+    return TrialSeededSampler(lambda s: make_sampler(space, s), seed)
 
 
 def sampler_settings(space: SearchSpace, seed: int) -> dict:
-    settings = {"type": space.sampler["type"], "seed": seed}
+    settings = {"type": space.sampler["type"], "seed": seed,
+                "seeding": "seed" if space.sampler["type"] == "grid" else "seed + trial number"}
     if settings["type"] == "tpe":
         settings.update(n_startup_trials=space.sampler["n_startup_trials"], multivariate=True,
                         group=any(p.when for p in space.params), constant_liar=True)
@@ -154,10 +204,8 @@ def create_or_resume(storage, name: str, space: SearchSpace, seed: int, *,
     """
     pruner = make_pruner(space)
     if name in study_names(storage):
-        study = optuna.load_study(study_name=name, storage=storage, pruner=pruner)
-        # A sampler seeded alike in every process would replay its first random draws on each
-        # resume; offsetting by the trials already made keeps runs reproducible, never repeated.
-        study.sampler = make_sampler(space, sampler_seed(seed, len(study.trials)))
+        study = optuna.load_study(study_name=name, storage=storage,
+                                  sampler=seeded_sampler(space, seed), pruner=pruner)
         old = study.user_attrs.get(ATTR_FINGERPRINT)
         if old is not None and old != space.fingerprint:
             old_space = json.loads(study.user_attrs.get(ATTR_SPACE, "{}"))
@@ -177,7 +225,7 @@ def create_or_resume(storage, name: str, space: SearchSpace, seed: int, *,
             _record_space(study, space, seed)
         return study, False
     study = optuna.create_study(storage=storage, study_name=name, direction=space.direction,
-                                sampler=make_sampler(space, seed), pruner=pruner,
+                                sampler=seeded_sampler(space, seed), pruner=pruner,
                                 load_if_exists=True)
     _record_space(study, space, seed)
     return study, True

@@ -42,6 +42,7 @@ TAG_PRUNED_EPOCH = "pipeline.pruned_epoch"
 TAG_REASON = "pipeline.reason"  # why a trial was pruned, failed or interrupted
 TAG_SAMPLED = "pipeline.sampled_params"
 TAG_WORKER = "pipeline.worker"
+TAG_RETRY_OF = "pipeline.retry_of"  # the trial number a retried trial runs again
 
 # MLflow 3's UI opens an experiment in its GenAI view unless told this kind; ours train models.
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
@@ -101,7 +102,8 @@ class Tracker:
 
     def start_run(self, experiment_id: str, name: str, *, parent_run_id: str | None = None,
                   tags: dict[str, str] | None = None) -> RunLog:
-        all_tags = {MLFLOW_RUN_NAME: name, **(tags or {})}
+        # A tracking server takes strings only (a database store would convert).
+        all_tags = {MLFLOW_RUN_NAME: name, **{k: str(v) for k, v in (tags or {}).items()}}
         if parent_run_id:
             all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
         run = self.client.create_run(experiment_id, run_name=name, tags=all_tags)

@@ -34,3 +34,13 @@ def browser_available() -> None:
     from helpers import require_system_tools
 
     require_system_tools("chromium", "chromedriver", packages="chromium chromium-driver")
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server (Debian's binaries) on 127.0.0.1 for the whole session."""
+    from postgres import PostgresServer
+
+    server = PostgresServer()
+    yield server
+    server.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -34,16 +35,95 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None,
             timeout: float = 600) -> Result:
     """Run the real `pipeline` program in a subprocess, as a user would, with the stores of
     ``cwd`` (MLflow's and Optuna's defaults in the working folder)."""
-    proc = subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, env=cli_env(env),
-                          capture_output=True, text=True, timeout=timeout)
-    return Result(proc.returncode, proc.stdout, proc.stderr)
+    # Its own process group: on a timeout the whole group goes, so no worker it started can
+    # keep the output pipes (and this test) hanging.
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=cwd, env=cli_env(env),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        raise AssertionError(f"`pipeline {' '.join(args)}` took over {timeout}s; its output:\n"
+                             f"{stdout[-3000:]}\n{stderr[-3000:]}") from None
+    return Result(proc.returncode, stdout, stderr)
 
 
-def start_cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Popen:
+class Background:
+    """A program running in the background, its output going to files.
+
+    Never a pipe: a pipe nobody reads fills up (a server's access log does in seconds) and the
+    program blocks on its next write.
+    """
+
+    def __init__(self, command: list[str], *, cwd: Path, env: dict, name: str) -> None:
+        import tempfile
+
+        self.folder = Path(tempfile.mkdtemp(prefix=f"{name}-"))
+        self._out = open(self.folder / "stdout", "w")
+        self._err = open(self.folder / "stderr", "w")
+        self.proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=self._out,
+                                     stderr=self._err, text=True, start_new_session=True)
+        self.pid = self.proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.poll()
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def send_signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def kill(self) -> None:
+        self.proc.kill()
+
+    def output(self) -> tuple[str, str]:
+        for stream in (self._out, self._err):
+            if not stream.closed:
+                stream.flush()
+        return ((self.folder / "stdout").read_text(), (self.folder / "stderr").read_text())
+
+    def communicate(self, timeout: float) -> tuple[str, str]:
+        """Wait for it to end (killing its whole group after ``timeout``) and return its output."""
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.stop(signal.SIGKILL)
+            out, err = self.output()
+            raise AssertionError(f"still running after {timeout}s:\n{out[-2000:]}\n"
+                                 f"{err[-2000:]}") from None
+        self._out.close()
+        self._err.close()
+        return self.output()
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 30) -> None:
+        """Stop the program and everything it started."""
+        try:
+            os.killpg(self.pid, signum)
+            self.proc.wait(timeout=timeout)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(self.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def start_cli(*args: str, cwd: Path, env: dict | None = None) -> Background:
     """Start the real program in the background (for tests that interrupt or kill it)."""
-    return subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=cwd,
-                            env=cli_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return Background([sys.executable, "-m", "pipeline", *args], cwd=cwd, env=cli_env(env),
+                      name="pipeline")
+
+
+def start_server(command: list[str], *, cwd: Path, env: dict | None = None,
+                 name: str) -> Background:
+    """A server for a test (MLflow's), with the venv's bin on PATH (MLflow starts uvicorn by
+    name, as it finds it when the venv is activated)."""
+    full = cli_env(env)
+    full["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{full.get('PATH', '')}"
+    return Background(command, cwd=cwd, env=full, name=name)
 
 
 def wait_for(predicate, *, timeout: float = 180, interval: float = 0.25, what: str = ""):

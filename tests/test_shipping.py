@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -19,7 +18,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from helpers import assert_one_line_error, cli_env, free_port, run_cli, start_cli, wait_for
+from helpers import (
+    assert_one_line_error,
+    free_port,
+    run_cli,
+    start_cli,
+    start_server,
+    wait_for,
+)
 from PIL import Image
 
 SPACE = textwrap.dedent("""\
@@ -164,19 +170,15 @@ def model_server(shop):
     """`mlflow models serve` on the champion, on loopback; stopped after the test."""
     folder, _ = shop
     port = free_port()
-    env = cli_env(_store_env(folder))
-    # MLflow starts uvicorn by name: the venv's bin must be on PATH, as it is when activated.
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    server = subprocess.Popen(
+    server = start_server(
         [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/mnist-cnn@champion",
          "--host", "127.0.0.1", "--port", str(port), "--env-manager", "local"],
-        cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True)
+        cwd=folder, env=_store_env(folder), name="model-server")
     url = f"http://127.0.0.1:{port}"
 
     def up():
         if server.poll() is not None:
-            raise AssertionError(f"mlflow models serve exited: {server.stdout.read()[-2000:]}")
+            raise AssertionError(f"mlflow models serve exited: {server.output()[1][-2000:]}")
         try:
             return requests.get(f"{url}/ping", timeout=2).status_code == 200
         except requests.ConnectionError:
@@ -184,8 +186,7 @@ def model_server(shop):
 
     wait_for(up, timeout=180, what="mlflow models serve to answer /ping")
     yield url
-    os.killpg(server.pid, signal.SIGTERM)
-    server.wait(timeout=30)
+    server.stop()
 
 
 def test_mlflow_serves_the_champion_and_agrees_with_pipeline_predict(shop, digit_files,
@@ -230,8 +231,7 @@ def test_the_mlflow_ui_shows_the_study_and_its_trials_in_a_real_browser(shop, tm
     ui = start_cli("ui", "--port", str(port), cwd=folder)
     url = f"http://127.0.0.1:{port}"
     try:
-        first_line = ui.stdout.readline()
-        assert f"at {url}" in first_line
+        wait_for(lambda: f"at {url}" in ui.output()[0], timeout=60, what="the UI's URL line")
 
         def up():
             try:

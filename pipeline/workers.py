@@ -1,0 +1,155 @@
+"""`pipeline search --workers K`: K worker processes on one study, watched from one place.
+
+The coordinating process opens the study (and its MLflow experiment and parent run) and fetches
+MNIST once, so workers never race to create them; then it starts K `pipeline search` worker
+processes, each with its own device: one GPU each while GPUs last, then several per GPU, and on a
+CPU the cores split between them. It draws one progress view from the study itself, forwards
+Ctrl-C and SIGTERM to the workers, and writes the report when they are done.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+from optuna.trial import TrialState
+
+from pipeline.data import ensure_mnist
+from pipeline.errors import PipelineError
+from pipeline.progress import SearchProgress
+from pipeline.search import (
+    SearchOutcome,
+    SearchRequest,
+    close_search,
+    interrupt_on_signals,
+    interrupted,
+    open_search,
+)
+from pipeline.studies import ATTR_REASON, best_trial, count_trials
+
+
+class WorkerFailed(PipelineError):
+    """A worker process ended with an error (its own message is printed above)."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    device: str
+    threads: int | None
+
+
+def place_workers(count: int, device: str) -> list[Placement]:
+    """Where each worker trains.
+
+    ``auto`` with GPUs: worker i gets cuda:(i mod GPUs), so K > GPUs puts several small-model
+    workers on each GPU. On the CPU, the cores are split so workers do not fight over them.
+    """
+    gpus = torch.cuda.device_count() if device in ("auto", "cuda") else 0
+    if gpus:
+        return [Placement(f"cuda:{i % gpus}", None) for i in range(count)]
+    if device.startswith("cuda") or device == "mps":
+        return [Placement(device, None) for _ in range(count)]
+    threads = max(1, (os.cpu_count() or 1) // count)
+    return [Placement("cpu", threads) for _ in range(count)]
+
+
+def _worker_command(req: SearchRequest, place: Placement) -> list[str]:
+    command = [sys.executable, "-m", "pipeline", "search",
+               "--trials", str(req.trials), "--space", str(req.space.path),
+               "--study", req.study_name, "--storage", req.storage_url,
+               "--seed", str(req.seed), "--device", place.device,
+               "--heartbeat-interval", str(req.heartbeat_interval),
+               "--worker-of", str(req.workers), "--no-report"]
+    if place.threads:
+        command += ["--threads", str(place.threads)]
+    if req.grace_period:
+        command += ["--grace-period", str(req.grace_period)]
+    if req.timeout:
+        command += ["--timeout", str(req.timeout)]
+    if req.data_dir:
+        command += ["--data-dir", str(req.data_dir)]
+    return command
+
+
+class StudyWatcher:
+    """Feeds the progress view from the study: finished trials, best value, running epochs."""
+
+    def __init__(self, study, progress: SearchProgress) -> None:
+        self.study = study
+        self.progress = progress
+        self.seen = {t.number for t in study.get_trials(deepcopy=False)
+                     if t.state.is_finished()}
+
+    def poll(self) -> None:
+        trials = self.study.get_trials(deepcopy=False)
+        best = best_trial(self.study)
+        if best is not None:
+            self.progress.set_best(best.value, best.number)
+        running = [t for t in trials if t.state == TrialState.RUNNING]
+        self.progress.running = " ".join(
+            f"#{t.number}@{len(t.intermediate_values)}" for t in running[:6])
+        for t in trials:
+            if t.state.is_finished() and t.number not in self.seen:
+                self.seen.add(t.number)
+                seconds = t.duration.total_seconds() if t.duration else 0.0
+                note = t.user_attrs.get(ATTR_REASON, "") if t.state != TrialState.COMPLETE else ""
+                self.progress.trial_finished(t.number, t.state.name.lower(), t.value,
+                                             count_trials(self.study), seconds, note=note)
+        self.progress.refresh()
+
+
+def _stop(processes: list[subprocess.Popen], signum: int, grace: float = 60.0) -> None:
+    """Ask the workers still running to stop (they fail and requeue their trials), then wait;
+    one that does not stop within ``grace`` seconds is killed."""
+    for p in processes:
+        if p.poll() is None:
+            p.send_signal(signum)
+    deadline = time.monotonic() + grace
+    for p in processes:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def run_workers(req: SearchRequest, *, echo=print) -> SearchOutcome:
+    session = open_search(req, echo=echo)
+    ensure_mnist(req.data_dir, log=echo)  # once here, so workers never race to fetch it
+    placements = place_workers(req.workers, req.device)
+    where = ", ".join(p.device + (f" ({p.threads} threads)" if p.threads else "")
+                      for p in placements)
+    echo(f"space {req.space.path} ({req.space.fingerprint}); {req.workers} worker processes: "
+         f"{where}")
+    progress = SearchProgress(req.trials, session.counts_at_start.finished, req.space.metric,
+                              echo=echo)
+    watcher = StudyWatcher(session.study, progress)
+    processes = [subprocess.Popen(_worker_command(req, p)) for p in placements]
+    with interrupt_on_signals() as received:
+        try:
+            while any(p.poll() is None for p in processes):
+                watcher.poll()
+                time.sleep(1.0)
+        except KeyboardInterrupt:
+            signum = received.get("signal", signal.SIGINT)
+            _stop(processes, signum)
+            progress.close()
+            raise interrupted(session, signum) from None
+        finally:
+            _stop(processes, signal.SIGTERM)  # whatever happened here, leave no worker behind
+            watcher.poll()
+            progress.close()
+    failed = [(i, p.returncode) for i, p in enumerate(processes) if p.returncode != 0]
+    if failed:
+        if count_trials(session.study).running == 0:
+            session.parent.finish("FAILED", {"pipeline.state": "failed"})
+        session.lock.close()
+        details = ", ".join(f"worker {i} exited {code}" for i, code in failed)
+        raise WorkerFailed(f"{details}; the others finished; run the same command to resume")
+    files = close_search(session, echo=echo)
+    return SearchOutcome(session.study, session.parent.run_id, session.experiment_id, files)
