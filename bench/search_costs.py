@@ -77,14 +77,17 @@ def main() -> None:
         complete = [t for t in study.trials if t.state.name == "COMPLETE"]
         # The first trial of a process also pays one-time costs (export tracing, store set-up).
         steady = complete[1:] or complete
-        overhead = [t.user_attrs["overhead_seconds"] for t in steady]
-        train = [t.user_attrs["train_seconds"] for t in steady]
         from mlflow import MlflowClient
 
+        from pipeline.studies import ATTR_OVERHEAD_SECONDS, ATTR_RUN_ID, ATTR_TRAIN_SECONDS
+
+        overhead = [t.user_attrs[ATTR_OVERHEAD_SECONDS] for t in steady]
+        train = [t.user_attrs[ATTR_TRAIN_SECONDS] for t in steady]
+
         client = MlflowClient(tracking_uri=f"sqlite:///{Path(tmp) / 'median-pruner'}/mlflow.db")
-        logging = [client.get_run(t.user_attrs["mlflow_run_id"]).data.metrics["mlflow_seconds"]
+        logging = [client.get_run(t.user_attrs[ATTR_RUN_ID]).data.metrics["mlflow_seconds"]
                    for t in steady]
-        first = complete[0].user_attrs["overhead_seconds"] if complete else float("nan")
+        first = complete[0].user_attrs[ATTR_OVERHEAD_SECONDS] if complete else float("nan")
         print(f"\nper complete trial, outside training and evaluation (median of {len(steady)}): "
               f"{statistics.median(overhead):.2f}s, of which MLflow calls "
               f"{statistics.median(logging):.2f}s; training+evaluation "

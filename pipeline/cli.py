@@ -224,9 +224,11 @@ def reconcile(study_name: str | None, storage: str | None) -> None:
     from pipeline.tracking import Tracker
 
     url = storage or default_storage()
-    name = resolve_study_name(open_storage(url), study_name, url)
-    # Judge heartbeats as the study's workers do, or a live trial could look dead.
-    beat = load_study(open_storage(url), name).user_attrs.get(ATTR_HEARTBEAT) or {}
+    plain = open_storage(url)
+    name = resolve_study_name(plain, study_name, url)
+    # Judge heartbeats as the study's workers do, or a live trial could look dead; the storage
+    # takes those settings when it is opened, so it is opened again with them.
+    beat = load_study(plain, name).user_attrs.get(ATTR_HEARTBEAT) or {}
     store = open_storage(url, heartbeat_interval=beat.get("interval"),
                          grace_period=beat.get("grace"))
     study = load_study(store, name)
@@ -242,13 +244,19 @@ def reconcile(study_name: str | None, storage: str | None) -> None:
 def report(study_name: str | None, storage: str | None, report_dir: Path) -> None:
     """Write a study's Plotly report and print its best trials."""
     from pipeline.report import write_report
-    from pipeline.studies import default_storage, load_study, open_storage, resolve_study_name
+    from pipeline.studies import (
+        ATTR_PARENT_RUN,
+        default_storage,
+        load_study,
+        open_storage,
+        resolve_study_name,
+    )
     from pipeline.tracking import Tracker
 
     url = storage or default_storage()
     store = open_storage(url)
     study = load_study(store, resolve_study_name(store, study_name, url))
-    run_id = study.user_attrs.get("mlflow_parent_run_id")
+    run_id = study.user_attrs.get(ATTR_PARENT_RUN)
     tracker = Tracker() if run_id else None
     write_report(study, report_dir, tracker=tracker, run_id=run_id, echo=click.echo)
 

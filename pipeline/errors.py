@@ -29,3 +29,10 @@ class ArchitectureError(UsageError):
 
 class DeviceError(UsageError):
     """A training device that was asked for but is not available."""
+
+
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """The first line of an error's message (its type name when it has none), for one-line
+    reports of errors raised by libraries, whose messages can run to pages."""
+    lines = str(error).strip().splitlines()
+    return lines[0][:limit] if lines else type(error).__name__

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from mlflow.exceptions import MlflowException
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, first_line
 from pipeline.imaging import ImageError, read_digit
 from pipeline.model import build_model
 from pipeline.registry import CHAMPION, DEFAULT_MODEL_NAME
@@ -82,7 +82,7 @@ class DigitModel:
             self.pyfunc = mlflow.pyfunc.load_model(self.local)
         except MlflowException as e:
             raise ModelNotFound(f"cannot load model {uri}: "
-                                f"{str(e).strip().splitlines()[0][:200]}") from None
+                                f"{first_line(e)}") from None
         self.network = self._rebuild_network()
 
     def _rebuild_network(self) -> torch.nn.Module | None:

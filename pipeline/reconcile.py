@@ -25,7 +25,15 @@ from pipeline.studies import (
     requeue,
     retried_numbers,
 )
-from pipeline.tracking import TAG_REASON, TAG_ROLE, TAG_STATE, TAG_STUDY, TAG_TRIAL, Tracker
+from pipeline.tracking import (
+    TAG_REASON,
+    TAG_ROLE,
+    TAG_STATE,
+    TAG_STUDY,
+    TAG_TRIAL,
+    RunLog,
+    Tracker,
+)
 
 RUN_STATUS_FOR = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED",
                   TrialState.FAIL: "KILLED"}
@@ -91,9 +99,7 @@ def _close_orphan_runs(study: optuna.Study, tracker: Tracker, experiment_id: str
         tags = {TAG_STATE: STATE_NAMES.get(state, "failed")}
         if trial is not None and trial.user_attrs.get(ATTR_REASON):
             tags[TAG_REASON] = trial.user_attrs[ATTR_REASON]
-        tracker.client.set_tag(run.info.run_id, TAG_STATE, tags[TAG_STATE])
-        if TAG_REASON in tags:
-            tracker.client.set_tag(run.info.run_id, TAG_REASON, tags[TAG_REASON][:5000])
-        tracker.client.set_terminated(run.info.run_id, RUN_STATUS_FOR.get(state, "KILLED"))
+        RunLog(tracker.client, run.info.run_id, experiment_id).finish(
+            RUN_STATUS_FOR.get(state, "KILLED"), tags)
         closed.append(run.info.run_id)
     return closed

@@ -10,7 +10,6 @@ it was. Promoting the same run again finds its version instead of making another
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
@@ -20,8 +19,19 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from pipeline.data import Mnist
-from pipeline.errors import PipelineError, UsageError
-from pipeline.studies import ATTR_RUN_ID, best_trial, load_study, open_storage, resolve_study_name
+from pipeline.errors import PipelineError, UsageError, first_line
+from pipeline.studies import (
+    ATTR_DATA_CHECKSUM,
+    ATTR_FINGERPRINT,
+    ATTR_MODEL_URI,
+    ATTR_RUN_ID,
+    ATTR_VAL_ACCURACY,
+    best_trial,
+    load_study,
+    open_storage,
+    resolve_study_name,
+    study_metric,
+)
 from pipeline.tracking import TAG_STUDY, TAG_TRIAL, Tracker, TrackingError
 
 DEFAULT_MODEL_NAME = "mnist-cnn"
@@ -79,7 +89,7 @@ def registry_client(tracker: Tracker | None = None) -> MlflowClient:
         tracker.client.search_registered_models(max_results=1)
     except Exception as e:  # noqa: BLE001 - every store reports failures its own way
         raise TrackingError(f"the MLflow registry at {uri} is unreachable: "
-                            f"{str(e).strip().splitlines()[0][:200]}") from None
+                            f"{first_line(e)}") from None
     return tracker.client
 
 
@@ -88,18 +98,18 @@ def candidate_from_study(storage_url: str, study_name: str | None) -> Candidate:
     name = resolve_study_name(storage, study_name, storage_url)
     study = load_study(storage, name)
     best = best_trial(study)
-    if best is None or "model_uri" not in best.user_attrs:
+    if best is None or ATTR_MODEL_URI not in best.user_attrs:
         raise PromotionError(f"study {name!r} has no complete trial with a logged model yet; "
                              "run `pipeline search` first")
-    space = json.loads(study.user_attrs.get("space", "{}"))
-    if space.get("metric", "val_accuracy") != "val_accuracy":
-        val = best.user_attrs.get("val_accuracy", float("nan"))
-    else:
+    if study_metric(study) == "val_accuracy":
         val = best.value
-    return Candidate(run_id=best.user_attrs[ATTR_RUN_ID], model_uri=best.user_attrs["model_uri"],
-                     study=name, trial_number=str(best.number), val_accuracy=float(val),
-                     data_checksum=study.user_attrs.get("data_checksum", ""),
-                     space_fingerprint=study.user_attrs.get("space_fingerprint", ""))
+    else:  # a loss-optimising study: its trials record their validation accuracy beside it
+        val = best.user_attrs.get(ATTR_VAL_ACCURACY, float("nan"))
+    return Candidate(run_id=best.user_attrs[ATTR_RUN_ID],
+                     model_uri=best.user_attrs[ATTR_MODEL_URI], study=name,
+                     trial_number=str(best.number), val_accuracy=float(val),
+                     data_checksum=study.user_attrs.get(ATTR_DATA_CHECKSUM, ""),
+                     space_fingerprint=study.user_attrs.get(ATTR_FINGERPRINT, ""))
 
 
 def candidate_from_run(client: MlflowClient, run_id: str) -> Candidate:
@@ -159,7 +169,7 @@ def promote(candidate: Candidate, mnist: Mnist, *, client: MlflowClient,
             predicted = predict_digits(candidate.model_uri, images)
         except Exception as e:  # noqa: BLE001 - a model that cannot load cannot be promoted
             raise PromotionError(f"the candidate's model {candidate.model_uri} does not load: "
-                                 f"{str(e).strip().splitlines()[0][:200]}") from None
+                                 f"{first_line(e)}") from None
         test_accuracy = float((predicted == labels).mean())
         echo(f"test accuracy on the 10,000 held-out images: {test_accuracy:.2%}")
         client.log_metric(candidate.run_id, "test_accuracy", test_accuracy)

@@ -15,8 +15,15 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from pipeline.errors import first_line
 from pipeline.progress import format_value
-from pipeline.studies import ATTR_REASON, count_trials
+from pipeline.studies import (
+    ATTR_MODEL_URI,
+    ATTR_REASON,
+    ATTR_RUN_ID,
+    count_trials,
+    study_metric,
+)
 
 # Parameter importances need several complete trials with differing parameters to mean anything.
 MIN_TRIALS_FOR_IMPORTANCE = 4
@@ -48,7 +55,7 @@ def _figures(study: optuna.Study, notes: list[str]) -> dict:
                 figures[name] = make(study)
         except Exception as e:  # noqa: BLE001 - a figure that cannot be drawn is a note
             notes.append(f"{name.replace('_', ' ')} could not be drawn: "
-                         f"{str(e).strip().splitlines()[0][:200]}")
+                         f"{first_line(e)}")
     return figures
 
 
@@ -67,7 +74,7 @@ def _short(value) -> str:
 def top_trials_table(study: optuna.Study, limit: int = 10) -> str:
     """The best trials, one row each, with a column for every parameter that differs among them;
     then the best trial's full settings."""
-    metric = _metric_name(study)
+    metric = study_metric(study, default="value")
     rows = ranked_trials(study)[:limit]
     counts = count_trials(study)
     head = f"Top trials of {study.study_name!r} by {metric} ({counts.line()}):"
@@ -88,21 +95,14 @@ def top_trials_table(study: optuna.Study, limit: int = 10) -> str:
     best = rows[0]
     lines.append(f"best trial #{best.number} ({format_value(metric, best.value)}): "
                  + ", ".join(f"{k}={_short(v)}" for k, v in best.params.items()))
-    if best.user_attrs.get("mlflow_run_id"):
-        lines.append(f"  MLflow run {best.user_attrs['mlflow_run_id']}; "
-                     f"model {best.user_attrs.get('model_uri', '')}")
+    if best.user_attrs.get(ATTR_RUN_ID):
+        lines.append(f"  MLflow run {best.user_attrs[ATTR_RUN_ID]}; "
+                     f"model {best.user_attrs.get(ATTR_MODEL_URI, '')}")
     return "\n".join(lines)
 
 
-def _metric_name(study: optuna.Study) -> str:
-    import json
-
-    space = json.loads(study.user_attrs.get("space", "{}"))
-    return space.get("metric", "value")
-
-
 def _write_csv(study: optuna.Study, path: Path) -> None:
-    metric = _metric_name(study)
+    metric = study_metric(study, default="value")
     trials = study.get_trials(deepcopy=False)
     names = sorted({k for t in trials for k in t.params})
     with open(path, "w", newline="") as f:
@@ -113,7 +113,7 @@ def _write_csv(study: optuna.Study, path: Path) -> None:
             writer.writerow([t.number, t.state.name, "" if t.value is None else t.value,
                              len(t.intermediate_values),
                              round(t.duration.total_seconds(), 1) if t.duration else "",
-                             t.user_attrs.get("mlflow_run_id", ""),
+                             t.user_attrs.get(ATTR_RUN_ID, ""),
                              t.user_attrs.get(ATTR_REASON, ""),
                              *[t.params.get(n, "") for n in names]])
 

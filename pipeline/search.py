@@ -20,10 +20,11 @@ from pathlib import Path
 import optuna
 import torch
 from optuna.storages._heartbeat import is_heartbeat_enabled
+from optuna.trial import TrialState
 
 from pipeline.data import DataSplits, load_mnist, split_train_val
 from pipeline.diagnostics import diagnose
-from pipeline.errors import PipelineError, UsageError
+from pipeline.errors import PipelineError, UsageError, first_line
 from pipeline.hparams import make_config
 from pipeline.liveness import worker_id
 from pipeline.locking import StudyLock, shareable, study_lock
@@ -36,17 +37,22 @@ from pipeline.studies import (
     ATTR_EXPERIMENT,
     ATTR_HEARTBEAT,
     ATTR_INTERRUPTED,
+    ATTR_MODEL_URI,
+    ATTR_OVERHEAD_SECONDS,
     ATTR_PARENT_RUN,
     ATTR_PRUNED_EPOCH,
     ATTR_REASON,
     ATTR_RUN_ID,
+    ATTR_SAMPLER,
     ATTR_TARGET,
+    ATTR_TRAIN_SECONDS,
     ATTR_WORKER,
     TrialCounts,
     best_trial,
     count_trials,
     create_or_resume,
     open_storage,
+    redact,
     requeue,
 )
 from pipeline.tracking import (
@@ -64,7 +70,6 @@ from pipeline.tracking import (
     RunLog,
     Tracker,
     library_versions,
-    redact,
 )
 from pipeline.train import EpochStats, NonFiniteLossError, choose_device, fit, plan_execution
 
@@ -207,12 +212,12 @@ class TrialObjective:
                 diag, self.data.val.images, self.data.val.labels, result.val_predictions,
                 title=f"trial {trial.number}: validation accuracy {result.final.val_accuracy:.2%}")
             model_uri = run.log_model(model, config.model, self.data.val.images)
-            trial.set_user_attr("model_uri", model_uri)
-            trial.set_user_attr("train_seconds", round(train_seconds, 3))
+            trial.set_user_attr(ATTR_MODEL_URI, model_uri)
+            trial.set_user_attr(ATTR_TRAIN_SECONDS, round(train_seconds, 3))
             overhead = time.perf_counter() - start - train_seconds
             run.log_metrics({"train_seconds": train_seconds, "overhead_seconds": overhead,
                              "mlflow_seconds": run.seconds_logging})
-            trial.set_user_attr("overhead_seconds", round(overhead, 3))
+            trial.set_user_attr(ATTR_OVERHEAD_SECONDS, round(overhead, 3))
             run.finish("FINISHED", {TAG_STATE: "complete"})
             return value
         except optuna.TrialPruned as e:
@@ -236,7 +241,7 @@ class TrialObjective:
             requeue(trial.study, trial.study._storage.get_trial(trial._trial_id))
             raise
         except Exception as e:
-            reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:500] if str(e) else ''}"
+            reason = type(e).__name__ + (f": {first_line(e, limit=500)}" if str(e).strip() else "")
             trial.set_user_attr(ATTR_REASON, reason)
             run.finish("FAILED", {TAG_STATE: "failed", TAG_REASON: reason})
             if is_out_of_memory(e):
@@ -266,6 +271,22 @@ def _release_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def show_best(progress: SearchProgress, study: optuna.Study) -> None:
+    best = best_trial(study)
+    if best is not None:
+        progress.set_best(best.value, best.number)
+
+
+def show_finished(progress: SearchProgress, study: optuna.Study,
+                  trial: optuna.trial.FrozenTrial) -> None:
+    """A finished trial on the progress view: its state, value, reason, and the best so far."""
+    show_best(progress, study)
+    seconds = trial.duration.total_seconds() if trial.duration else 0.0
+    note = trial.user_attrs.get(ATTR_REASON, "") if trial.state != TrialState.COMPLETE else ""
+    progress.trial_finished(trial.number, trial.state.name.lower(), trial.value,
+                            count_trials(study), seconds, note=note)
 
 
 @dataclass
@@ -347,21 +368,12 @@ def run_trials(session: Session, data: DataSplits, progress: SearchProgress) -> 
                                parent_run_id=session.parent.run_id, study_name=req.study_name,
                                device=device, seed=req.seed, progress=progress,
                                on_start=session.lock.release)
-    best = best_trial(study)
-    if best is not None:
-        progress.set_best(best.value, best.number)
+    show_best(progress, study)
     deadline = time.monotonic() + req.timeout if req.timeout else None
     poll = min(5.0, float(req.heartbeat_interval or 5))
 
     def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        best = best_trial(study)
-        if best is not None:
-            progress.set_best(best.value, best.number)
-        seconds = (trial.duration.total_seconds() if trial.duration else 0.0)
-        progress.trial_finished(trial.number, trial.state.name.lower(), trial.value,
-                                count_trials(study), seconds,
-                                note=trial.user_attrs.get(ATTR_REASON, "")
-                                if trial.state.name != "COMPLETE" else "")
+        show_finished(progress, study, trial)
 
     while True:
         if deadline is not None and time.monotonic() >= deadline:
@@ -448,7 +460,6 @@ def run_search(req: SearchRequest, *, echo=print) -> SearchOutcome:
         try:
             stopped_by = run_trials(session, data, progress)
         except KeyboardInterrupt:
-            progress.close()
             raise interrupted(session, received.get("signal", signal.SIGINT)) from None
         finally:
             progress.close()
@@ -472,7 +483,7 @@ def _open_parent_run(study: optuna.Study, tracker: Tracker, experiment_id: str,
     parent = tracker.start_run(experiment_id, req.study_name,
                                tags={TAG_ROLE: "study", TAG_STUDY: req.study_name,
                                      TAG_STORAGE: redact(req.storage_url)})
-    sampler = {f"sampler.{k}": v for k, v in study.user_attrs.get("sampler", {}).items()}
+    sampler = {f"sampler.{k}": v for k, v in study.user_attrs.get(ATTR_SAMPLER, {}).items()}
     pruner = {f"pruner.{k}": v for k, v in req.space.pruner.items()}
     parent.log_params({"space_file": str(req.space.path), "space_name": req.space.name,
                        "space_fingerprint": req.space.fingerprint, "metric": req.space.metric,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 
-from pipeline.errors import UsageError
+from pipeline.errors import UsageError, first_line
 from pipeline.space import SearchSpace, describe_change
 
 STORAGE_ENV = "PIPELINE_STORAGE"
@@ -34,6 +34,10 @@ ATTR_WORKER = "worker"
 ATTR_REASON = "reason"
 ATTR_PRUNED_EPOCH = "pruned_epoch"
 ATTR_INTERRUPTED = "interrupted"
+ATTR_MODEL_URI = "model_uri"
+ATTR_VAL_ACCURACY = "val_accuracy"  # whatever the study's metric, promotion reports this
+ATTR_TRAIN_SECONDS = "train_seconds"
+ATTR_OVERHEAD_SECONDS = "overhead_seconds"
 
 
 class StudyError(UsageError):
@@ -78,17 +82,21 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None,
             return optuna.storages.RDBStorage(url, **kwargs)
         except ModuleNotFoundError as e:
             hint = " (pip install 'pipeline[postgres]')" if "psycopg" in str(e) else ""
-            raise UsageError(f"cannot open storage {_redact(url)}: missing driver "
+            raise UsageError(f"cannot open storage {redact(url)}: missing driver "
                              f"{e.name}{hint}") from None
         except Exception as e:  # noqa: BLE001 - SQLAlchemy reports bad URLs in many types
-            raise UsageError(f"cannot open storage {_redact(url)}: "
-                             f"{str(e).strip().splitlines()[0][:200]}") from None
+            raise UsageError(f"cannot open storage {redact(url)}: "
+                             f"{first_line(e)}") from None
 
 
-def _redact(url: str) -> str:
-    from pipeline.tracking import redact
-
-    return redact(url)
+def redact(url: str) -> str:
+    """A storage URL without its password, safe to log."""
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    credentials, host = rest.rsplit("@", 1)
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
 
 
 def study_names(storage) -> list[str]:
@@ -103,17 +111,29 @@ def resolve_study_name(storage, name: str | None, storage_url: str) -> str:
     names = study_names(storage)
     if name is None:
         if not names:
-            raise StudyError(f"no study in {_redact(storage_url)}; run `pipeline search` first "
+            raise StudyError(f"no study in {redact(storage_url)}; run `pipeline search` first "
                              "or point --storage at the right database")
         return names[-1]
     if name not in names:
         known = f"; studies there: {', '.join(names)}" if names else ""
-        raise StudyError(f"no study named {name!r} in {_redact(storage_url)}{known}")
+        raise StudyError(f"no study named {name!r} in {redact(storage_url)}{known}")
     return name
 
 
 def load_study(storage, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
+
+
+def study_metric(study: optuna.Study, default: str = "val_accuracy") -> str:
+    """The metric the study optimises, as its search space recorded it."""
+    return json.loads(study.user_attrs.get(ATTR_SPACE, "{}")).get("metric", default)
+
+
+def _tpe_options(space: SearchSpace) -> dict:
+    # Conditional parameters (`when`) make the space dynamic; group=True lets multivariate TPE
+    # model each sub-space instead of falling back to independent sampling.
+    return {"n_startup_trials": space.sampler["n_startup_trials"], "multivariate": True,
+            "group": any(p.when for p in space.params), "constant_liar": True}
 
 
 def make_sampler(space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
@@ -124,11 +144,7 @@ def make_sampler(space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
         return optuna.samplers.RandomSampler(seed=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        # Conditional parameters (`when`) make the space dynamic; group=True lets multivariate
-        # TPE model each sub-space instead of falling back to independent sampling.
-        return optuna.samplers.TPESampler(
-            seed=seed, n_startup_trials=space.sampler["n_startup_trials"], multivariate=True,
-            group=any(p.when for p in space.params), constant_liar=True)
+        return optuna.samplers.TPESampler(seed=seed, **_tpe_options(space))
 
 
 class TrialSeededSampler(optuna.samplers.BaseSampler):
@@ -181,8 +197,7 @@ def sampler_settings(space: SearchSpace, seed: int) -> dict:
     settings = {"type": space.sampler["type"], "seed": seed,
                 "seeding": "seed" if space.sampler["type"] == "grid" else "seed + trial number"}
     if settings["type"] == "tpe":
-        settings.update(n_startup_trials=space.sampler["n_startup_trials"], multivariate=True,
-                        group=any(p.when for p in space.params), constant_liar=True)
+        settings.update(_tpe_options(space))
     return settings
 
 

@@ -26,7 +26,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 import pipeline
 from pipeline.diagnostics import Diagnostics, confusion_figure, mistakes_image
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, first_line
 from pipeline.model import DigitReader
 from pipeline.settings import ModelSpec
 from pipeline.train import EpochStats
@@ -66,16 +66,6 @@ def library_versions() -> dict[str, str]:
             "python_version": platform.python_version()}
 
 
-def redact(url: str) -> str:
-    """A storage URL without its password, safe to log."""
-    if "://" not in url or "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    credentials, host = rest.rsplit("@", 1)
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
-
-
 class Tracker:
     """One tracking store (``MLFLOW_TRACKING_URI``, else MLflow's default in the working folder)."""
 
@@ -98,7 +88,7 @@ class Tracker:
             return found.experiment_id
         except Exception as e:  # noqa: BLE001 - connection errors come in many types
             raise TrackingError(f"cannot use the MLflow tracking store at {self.uri}: "
-                                f"{_first_line(e)}; check MLFLOW_TRACKING_URI") from None
+                                f"{first_line(e)}; check MLFLOW_TRACKING_URI") from None
 
     def start_run(self, experiment_id: str, name: str, *, parent_run_id: str | None = None,
                   tags: dict[str, str] | None = None) -> RunLog:
@@ -220,7 +210,3 @@ def _param_value(value: Any) -> str:
         return f"{value:.6g}"
     return str(value)
 
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0][:200] if text else type(e).__name__

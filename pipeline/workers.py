@@ -29,8 +29,10 @@ from pipeline.search import (
     interrupt_on_signals,
     interrupted,
     open_search,
+    show_best,
+    show_finished,
 )
-from pipeline.studies import ATTR_REASON, best_trial, count_trials
+from pipeline.studies import count_trials
 
 
 class WorkerFailed(PipelineError):
@@ -84,22 +86,17 @@ class StudyWatcher:
         self.progress = progress
         self.seen = {t.number for t in study.get_trials(deepcopy=False)
                      if t.state.is_finished()}
+        show_best(progress, study)
 
     def poll(self) -> None:
         trials = self.study.get_trials(deepcopy=False)
-        best = best_trial(self.study)
-        if best is not None:
-            self.progress.set_best(best.value, best.number)
         running = [t for t in trials if t.state == TrialState.RUNNING]
         self.progress.running = " ".join(
             f"#{t.number}@{len(t.intermediate_values)}" for t in running[:6])
         for t in trials:
             if t.state.is_finished() and t.number not in self.seen:
                 self.seen.add(t.number)
-                seconds = t.duration.total_seconds() if t.duration else 0.0
-                note = t.user_attrs.get(ATTR_REASON, "") if t.state != TrialState.COMPLETE else ""
-                self.progress.trial_finished(t.number, t.state.name.lower(), t.value,
-                                             count_trials(self.study), seconds, note=note)
+                show_finished(self.progress, self.study, t)
         self.progress.refresh()
 
 
@@ -138,7 +135,6 @@ def run_workers(req: SearchRequest, *, echo=print) -> SearchOutcome:
         except KeyboardInterrupt:
             signum = received.get("signal", signal.SIGINT)
             _stop(processes, signum)
-            progress.close()
             raise interrupted(session, signum) from None
         finally:
             _stop(processes, signal.SIGTERM)  # whatever happened here, leave no worker behind
