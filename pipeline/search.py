@@ -46,6 +46,7 @@ from pipeline.studies import (
     ATTR_SAMPLER,
     ATTR_TARGET,
     ATTR_TRAIN_SECONDS,
+    ATTR_VAL_ACCURACY,
     ATTR_WORKER,
     TrialCounts,
     best_trial,
@@ -213,6 +214,7 @@ class TrialObjective:
                 title=f"trial {trial.number}: validation accuracy {result.final.val_accuracy:.2%}")
             model_uri = run.log_model(model, config.model, self.data.val.images)
             trial.set_user_attr(ATTR_MODEL_URI, model_uri)
+            trial.set_user_attr(ATTR_VAL_ACCURACY, result.final.val_accuracy)
             trial.set_user_attr(ATTR_TRAIN_SECONDS, round(train_seconds, 3))
             overhead = time.perf_counter() - start - train_seconds
             run.log_metrics({"train_seconds": train_seconds, "overhead_seconds": overhead,

@@ -105,6 +105,8 @@ def test_complete_trials_have_a_confusion_matrix_and_a_model_that_reads_digits(s
         assert np.array(matrix["matrix"]).sum() == 500  # every validation image, once
         metrics = client.get_run(run_id).data.metrics
         assert all(f"val_accuracy_digit_{d}" in metrics for d in range(10))
+        # Recorded whatever the study's metric, so promotion can report it.
+        assert trial.user_attrs["val_accuracy"] == pytest.approx(trial.value)
         # The model is filed under the study's experiment and linked to the trial's run.
         logged = mlflow.get_logged_model(trial.user_attrs["model_uri"].split("/")[-1])
         assert logged.source_run_id == run_id

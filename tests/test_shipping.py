@@ -165,6 +165,23 @@ def test_promote_refuses_a_study_without_a_complete_trial(tmp_path):
                           "has no complete trial with a logged model yet", code=1)
 
 
+def test_promoting_from_a_loss_study_records_the_real_validation_accuracy(tmp_path):
+    """A study may minimise val_loss; the version's lineage still carries validation accuracy."""
+    space = (SPACE.replace("  pruner: {type: none}", "  metric: val_loss\n  pruner: {type: none}")
+             .replace("train_subset: 20000", "train_subset: 3000").replace("epochs: 3", "epochs: 1")
+             .replace("choices: [good, weak]", "choices: [good]"))
+    (tmp_path / "loss.yaml").write_text(space)
+    assert run_cli("search", "--space", "loss.yaml", "--trials", "1", "--no-report",
+                   cwd=tmp_path).returncode == 0
+    promoted = run_cli("promote", "best", cwd=tmp_path)
+    assert promoted.returncode == 0, promoted.stderr
+    client = _registry(tmp_path)
+    tags = client.get_model_version_by_alias("mnist-cnn", "champion").tags
+    logged = client.get_run(tags["pipeline.run_id"]).data.metrics["val_accuracy"]
+    assert float(tags["pipeline.val_accuracy"]) == pytest.approx(logged, abs=1e-6)
+    assert "nan" not in promoted.stdout
+
+
 @pytest.fixture
 def model_server(shop):
     """`mlflow models serve` on the champion, on loopback; stopped after the test."""
