@@ -285,12 +285,12 @@ def promote(target: str, study_name: str | None, storage: str | None, name: str,
     from pipeline.registry import candidate_from_run, candidate_from_study, promote, registry_client
     from pipeline.studies import default_storage
 
+    if target != "best" and study_name:
+        raise click.UsageError("--study goes with `promote best`, not with a run id")
     client = registry_client()
     if target == "best":
         candidate = candidate_from_study(storage or default_storage(), study_name)
     else:
-        if study_name:
-            raise click.UsageError("--study goes with `promote best`, not with a run id")
         candidate = candidate_from_run(client, target)
     mnist = load_mnist(data_dir, log=click.echo)
     promote(candidate, mnist, client=client, name=name, force=force, echo=click.echo)

@@ -70,6 +70,7 @@ from pipeline.tracking import (
     TAG_WORKER,
     RunLog,
     Tracker,
+    ensure_reachable,
     library_versions,
 )
 from pipeline.train import EpochStats, NonFiniteLossError, choose_device, fit, plan_execution
@@ -307,6 +308,7 @@ class Session:
 def open_search(req: SearchRequest, *, echo=print) -> Session:
     """Create or resume the study, its experiment and parent run; close what dead workers left."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own lines say what happened
+    ensure_reachable()  # before the study's storage is written to
     storage = open_storage(req.storage_url, heartbeat_interval=req.heartbeat_interval,
                            grace_period=req.grace_period)
     if req.workers > 1 and not shareable(storage):

@@ -14,6 +14,7 @@ import platform
 import time
 from dataclasses import asdict
 from typing import Any
+from urllib.parse import urlparse
 
 import mlflow
 import numpy as np
@@ -66,11 +67,28 @@ def library_versions() -> dict[str, str]:
             "python_version": platform.python_version()}
 
 
+def ensure_reachable(tracking_uri: str | None = None, timeout: float = 5.0) -> None:
+    """Fail at once, in one line, when a tracking server does not answer: MLflow's own client
+    retries with back-off for minutes before it gives up."""
+    uri = tracking_uri or mlflow.get_tracking_uri()
+    if urlparse(uri).scheme not in ("http", "https"):
+        return  # a local store: nothing to reach
+    import requests
+
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=timeout).raise_for_status()
+    except requests.RequestException as e:
+        raise TrackingError(f"the MLflow tracking server at {uri} is unreachable "
+                            f"({type(e).__name__}); start the server or fix "
+                            "MLFLOW_TRACKING_URI") from None
+
+
 class Tracker:
     """One tracking store (``MLFLOW_TRACKING_URI``, else MLflow's default in the working folder)."""
 
     def __init__(self, tracking_uri: str | None = None) -> None:
         self.uri = tracking_uri or mlflow.get_tracking_uri()
+        ensure_reachable(self.uri)
         self.client = MlflowClient(tracking_uri=self.uri)
 
     def experiment(self, name: str, tags: dict[str, str] | None = None) -> str:

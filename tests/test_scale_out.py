@@ -179,6 +179,13 @@ def test_workers_on_sqlite_are_refused_with_the_way_forward(tmp_path):
     assert_one_line_error(result, "SQLite", "journal:///", "postgresql://", code=2)
 
 
+def test_worker_of_is_for_coordinated_workers_only(tmp_path):
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    result = run_cli("search", "--space", "tiny.yaml", "--workers", "2", "--worker-of", "2",
+                     cwd=tmp_path)
+    assert_one_line_error(result, "--workers and --worker-of do not go together", code=2)
+
+
 def test_an_unreachable_postgres_is_one_line_without_the_password(tmp_path):
     (tmp_path / "tiny.yaml").write_text(TINY)
     url = f"postgresql://pipeline:s3cret@127.0.0.1:{free_port()}/optuna"

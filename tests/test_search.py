@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from helpers import (
     assert_one_line_error,
+    free_port,
     mlflow_client,
     optuna_study,
     run_cli,
@@ -37,9 +38,9 @@ STATUS_OF = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED",
              TrialState.FAIL: "FAILED"}
 
 
-def _search(folder, space_text=TINY, *args, name="tiny"):
+def _search(folder, space_text=TINY, *args, name="tiny", env=None):
     (folder / f"{name}.yaml").write_text(space_text)
-    return run_cli("search", "--space", f"{name}.yaml", *args, cwd=folder)
+    return run_cli("search", "--space", f"{name}.yaml", *args, cwd=folder, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +159,25 @@ def test_resume_adds_trials_and_a_changed_space_is_refused_unless_forced(tmp_pat
     study = optuna_study(tmp_path, "mnist-tiny")
     assert len(study.trials) == 4
     assert len(study.user_attrs["space_history"]) == 1
+
+    # The metric decides what "best" means: not even --force changes it.
+    other_metric = changed.replace("study:\n", "study:\n  metric: val_loss\n", 1)
+    assert_one_line_error(_search(tmp_path, other_metric, "--trials", "5", "--force"),
+                          "a study cannot change its metric", "new --study name", code=2)
+    assert len(optuna_study(tmp_path, "mnist-tiny").trials) == 4
+
+
+def test_an_unreachable_tracking_server_is_one_line_and_writes_nothing(tmp_path):
+    result = _search(tmp_path, TINY, "--trials", "1",
+                     env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"})
+    assert_one_line_error(result, "tracking server at http://127.0.0.1:", "is unreachable",
+                          "MLFLOW_TRACKING_URI", code=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]
+
+
+def test_a_storage_that_is_no_database_url_is_one_line(tmp_path):
+    assert_one_line_error(_search(tmp_path, TINY, "--storage", "optuna.db"),
+                          "'optuna.db' is not a database URL", "sqlite:///optuna.db", code=2)
 
 
 FAULTS = textwrap.dedent("""\

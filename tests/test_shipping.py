@@ -153,6 +153,26 @@ def test_promote_refuses_clearly(shop, tmp_path):
     unreachable = run_cli("promote", "best", cwd=folder,
                           env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"})
     assert_one_line_error(unreachable, "is unreachable", code=1)
+    untouched = tmp_path / "untouched"
+    untouched.mkdir()
+    assert_one_line_error(run_cli("promote", "0123abcd", "--study", "mnist-ship", cwd=untouched),
+                          "--study goes with `promote best`", code=2)
+    assert list(untouched.iterdir()) == []  # refused before any store was opened
+    assert_one_line_error(run_cli("promote", "0123abcd", cwd=folder),
+                          "no MLflow run '0123abcd'", code=1)
+
+
+def test_promote_refuses_runs_that_are_not_finished_or_have_no_model(tmp_path):
+    client = _registry(tmp_path)
+    experiment = client.create_experiment("by-hand")
+    killed = client.create_run(experiment).info.run_id
+    client.set_terminated(killed, "KILLED")
+    empty = client.create_run(experiment).info.run_id
+    client.set_terminated(empty, "FINISHED")
+    assert_one_line_error(run_cli("promote", killed, cwd=tmp_path),
+                          f"run {killed} is KILLED, not FINISHED", code=1)
+    assert_one_line_error(run_cli("promote", empty, cwd=tmp_path),
+                          f"run {empty} has no logged model", code=1)
 
 
 def test_promote_refuses_a_study_without_a_complete_trial(tmp_path):
