@@ -281,12 +281,12 @@ def promote(target: str, study_name: str | None, storage: str | None, name: str,
     best     the best complete trial of --study (default: the most recent study)
     RUN_ID   that MLflow run (a complete trial, or a finished `pipeline train` run)
     """
+    if target != "best" and study_name:  # before the heavy imports: usage errors are instant
+        raise click.UsageError("--study goes with `promote best`, not with a run id")
     from pipeline.data import load_mnist
     from pipeline.registry import candidate_from_run, candidate_from_study, promote, registry_client
     from pipeline.studies import default_storage
 
-    if target != "best" and study_name:
-        raise click.UsageError("--study goes with `promote best`, not with a run id")
     client = registry_client()
     if target == "best":
         candidate = candidate_from_study(storage or default_storage(), study_name)
