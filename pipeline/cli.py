@@ -6,6 +6,7 @@ import faulthandler
 import os
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -134,10 +135,12 @@ report_dir_option = click.option(
                    "trials of dead workers run again and do not count. Every worker sharing the "
                    "study (--workers, or the same command on other machines) works towards this "
                    "one total, and none is exceeded.")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Worker processes on this machine, each with its own device (one GPU each, "
-                   "then several per GPU; on a CPU the cores are split). Needs a shared "
-                   "storage: journal:///path/optuna.journal or postgresql://…")
+@click.option("--workers", type=click.IntRange(min=1), default=None, envvar="PIPELINE_WORKERS",
+              show_envvar=True,
+              help="Trials that run at once, each in its own worker process on this machine "
+                   "(one GPU each, then several per GPU; on a CPU the cores are split) "
+                   "[default: 4 per GPU when there are GPUs, else 1]. SQLite and journal files "
+                   "serve the processes of one machine; use postgresql://… for many machines.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch CPU threads for this process [default: all cores, or split between "
                    "--workers].")
@@ -163,7 +166,7 @@ report_dir_option = click.option(
               help="Seconds without a heartbeat before a trial counts as dead and is retried "
                    "[default: 3 heartbeats].")
 @data_dir_option
-def search(trials: int, workers: int, threads: int | None, worker_of: int | None,
+def search(trials: int, workers: int | None, threads: int | None, worker_of: int | None,
            space_name: str | None, study_name: str | None, storage: str | None,
            timeout: float | None, seed: int | None, device: str, force: bool,
            report_dir: Path, no_report: bool, heartbeat_interval: int,
@@ -174,7 +177,7 @@ def search(trials: int, workers: int, threads: int | None, worker_of: int | None
     missing trials. The same command with the same --storage and MLFLOW_TRACKING_URI on
     another machine joins the study. Browse the runs with `pipeline ui`.
     """
-    if worker_of is not None and workers > 1:
+    if worker_of is not None and workers not in (None, 1):
         raise click.UsageError("--workers and --worker-of do not go together")
     from pipeline.space import load_space
 
@@ -184,6 +187,10 @@ def search(trials: int, workers: int, threads: int | None, worker_of: int | None
     from pipeline.studies import default_storage
 
     coordinated = worker_of is not None  # started by a coordinating `--workers` process
+    if workers is None:
+        from pipeline.workers import default_worker_count
+
+        workers = 1 if coordinated else default_worker_count(device)
     space = choose_space(asked, explicit=space_name is not None or coordinated,
                          device_name=device, echo=click.echo)
     request = SearchRequest(
@@ -360,6 +367,12 @@ def main() -> None:
     # Against a tracking server MLflow prints two links for every run it closes (one per trial),
     # at the cost of one more request each; our own lines say where things are.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    # Models are exported (torch.export) with their weights on the CPU, which is what lets them
+    # load anywhere; MLflow would put them on the GPU where there is one, and fail.
+    os.environ.setdefault("MLFLOW_DEFAULT_PREDICTION_DEVICE", "cpu")
+    # Loading an exported program warns that its weights' buffer is read-only; it is never
+    # written, and the warning filled a GPU search's log once per trial.
+    warnings.filterwarnings("ignore", message="The given buffer is not writable")
     cli(prog_name="pipeline")
 
 

@@ -25,7 +25,7 @@ import sys
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -349,6 +349,9 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def to(self, device: torch.device | str) -> Split:
+        return Split(self.images.to(device), self.labels.to(device))
+
 
 @dataclass(frozen=True)
 class Mnist:
@@ -383,6 +386,10 @@ class DataSplits:
     checksum: str
     val_size: int
     split_seed: int
+
+    def to(self, device: torch.device | str) -> DataSplits:
+        """The same splits on ``device`` (a search moves them once, not once per trial)."""
+        return replace(self, train=self.train.to(device), val=self.val.to(device))
 
 
 def split_train_val(

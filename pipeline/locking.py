@@ -88,10 +88,3 @@ def study_lock(storage: optuna.storages.BaseStorage, storage_url: str,
 
         return _FileLock(Path(f"{journal_path(storage_url)}.{study_name}.lock"))
     return StudyLock()
-
-
-def shareable(storage: optuna.storages.BaseStorage) -> bool:
-    """Whether several processes can write this storage at once (SQLite locks under them)."""
-    if isinstance(storage, optuna.storages.RDBStorage):
-        return storage.engine.dialect.name != "sqlite"
-    return isinstance(storage, optuna.storages.JournalStorage)

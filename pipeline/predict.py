@@ -20,6 +20,7 @@ from mlflow.exceptions import MlflowException
 from pipeline.errors import PipelineError, first_line
 from pipeline.imaging import ImageError, read_digit
 from pipeline.model import build_model
+from pipeline.pyfunc import load_pyfunc
 from pipeline.registry import CHAMPION, DEFAULT_MODEL_NAME
 from pipeline.settings import ModelSpec
 
@@ -79,7 +80,7 @@ class DigitModel:
         _check_registered(uri)
         try:
             self.local = mlflow.artifacts.download_artifacts(uri)
-            self.pyfunc = mlflow.pyfunc.load_model(self.local)
+            self.pyfunc = load_pyfunc(self.local)
         except MlflowException as e:
             raise ModelNotFound(f"cannot load model {uri}: "
                                 f"{first_line(e)}") from None

@@ -19,6 +19,7 @@ from mlflow.exceptions import MlflowException
 
 from pipeline.data import Mnist
 from pipeline.errors import PipelineError, UsageError, first_line
+from pipeline.pyfunc import load_pyfunc
 from pipeline.studies import (
     ATTR_DATA_CHECKSUM,
     ATTR_FINGERPRINT,
@@ -126,7 +127,7 @@ def held_out_images(mnist: Mnist) -> tuple[np.ndarray, np.ndarray]:
 
 
 def predict_digits(model_uri: str, images: np.ndarray, batch: int = 2000) -> np.ndarray:
-    model = mlflow.pyfunc.load_model(model_uri)
+    model = load_pyfunc(model_uri)
     return np.concatenate([model.predict(images[i:i + batch])
                            for i in range(0, len(images), batch)])
 

@@ -41,9 +41,8 @@ def train_one(config: RunConfig, *, data_dir: Path | None = None, experiment: st
                                 f"train-{time.strftime('%Y%m%d-%H%M%S')}",
                                 tags={TAG_ROLE: "train"})
         run.log_params({**config.flat(), "data_checksum": data.checksum,
-                        "parameter_count": parameter_count(model), "used_device": plan.device,
-                        "used_precision": plan.precision,
-                        "used_channels_last": plan.channels_last, **library_versions()})
+                        "parameter_count": parameter_count(model), **plan.params(),
+                        **library_versions()})
         echo(f"MLflow run {run.run_id} in experiment {experiment!r} ({tracker.uri})")
 
     progress = TrainProgress(config.train.epochs, echo=echo)

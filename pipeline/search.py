@@ -24,10 +24,10 @@ from optuna.trial import TrialState
 
 from pipeline.data import DataSplits, load_mnist, split_train_val
 from pipeline.diagnostics import diagnose
-from pipeline.errors import PipelineError, UsageError, first_line
+from pipeline.errors import PipelineError, first_line
 from pipeline.hparams import make_config
 from pipeline.liveness import worker_id
-from pipeline.locking import StudyLock, shareable, study_lock
+from pipeline.locking import StudyLock, study_lock
 from pipeline.model import build_model, parameter_count
 from pipeline.progress import SearchProgress, format_value
 from pipeline.reconcile import reconcile
@@ -55,6 +55,7 @@ from pipeline.studies import (
     open_storage,
     redact,
     requeue,
+    share_between_processes,
 )
 from pipeline.tracking import (
     TAG_PRUNED_EPOCH,
@@ -165,7 +166,9 @@ class TrialObjective:
                  seed: int, progress: SearchProgress,
                  on_start: Callable[[], None] = lambda: None) -> None:
         self.space = space
-        self.data = data
+        self.data = data  # on the CPU, for diagnostics and the model's input example
+        # On the training device once for the whole search, not copied again for every trial.
+        self.device_data = data.to(choose_device(device))
         self.tracker = tracker
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
@@ -202,10 +205,8 @@ class TrialObjective:
                             "space_file": self.space.path.name, **self.versions})
             model = build_model(config.model, seed=config.train.seed)
             plan = plan_execution(model, config.train)
-            run.log_params({"parameter_count": parameter_count(model),
-                            "used_device": plan.device, "used_precision": plan.precision,
-                            "used_channels_last": plan.channels_last})
-            result = fit(model, self.data, config.train,
+            run.log_params({"parameter_count": parameter_count(model), **plan.params()})
+            result = fit(model, self.device_data, config.train,
                          on_epoch_end=self._epoch_hook(trial, run))
             value = self._metric(result.final)
             train_seconds = sum(s.seconds for s in result.history)
@@ -311,11 +312,8 @@ def open_search(req: SearchRequest, *, echo=print) -> Session:
     ensure_reachable()  # before the study's storage is written to
     storage = open_storage(req.storage_url, heartbeat_interval=req.heartbeat_interval,
                            grace_period=req.grace_period)
-    if req.workers > 1 and not shareable(storage):
-        raise UsageError(
-            f"--workers {req.workers} needs a storage several processes can write at once, and "
-            f"SQLite locks under them: use --storage journal:///path/optuna.journal on one "
-            f"machine, or --storage postgresql://user@host/db for many")
+    if req.workers > 1:
+        share_between_processes(storage)
     lock = study_lock(storage, req.storage_url, req.study_name)
     # Two workers starting together must not make two parent runs, nor both set up a fresh
     # MLflow database (its client migrates the schema as soon as it is made).

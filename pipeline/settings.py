@@ -130,6 +130,10 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("onecycle", "cosine", "constant")
 PRECISIONS = ("auto", "bf16", "fp32")
 CHANNELS_LAST = ("auto", "on", "off")
+CUDA_GRAPH = ("auto", "on", "off")
+# Optimisers whose update reads its learning rate on the device (capturable=True), so a CUDA
+# graph can replay it while the schedule changes the rate. SGD reads it on the host.
+GRAPH_OPTIMIZERS = ("adam", "adamw", "rmsprop")
 
 
 @dataclass(frozen=True)
@@ -154,6 +158,8 @@ class TrainSettings:
     precision: str = _field("auto", "bf16 autocast or fp32 (auto: bf16 where fast)", PRECISIONS)
     channels_last: str = _field("auto", "NHWC memory layout", CHANNELS_LAST)
     compile: bool = _field(False, "torch.compile the model (pays off on GPUs)")
+    cuda_graph: str = _field("auto", "capture the training step in a CUDA graph and replay it "
+                                     "(auto: on CUDA with adam, adamw or rmsprop)", CUDA_GRAPH)
 
     def __post_init__(self) -> None:
         check_settings(self)
@@ -182,6 +188,13 @@ def check_settings(s: TrainSettings) -> None:
          f"unknown precision {s.precision!r}; choose from {', '.join(PRECISIONS)}")
     need(s.channels_last in CHANNELS_LAST,
          f"channels_last must be auto, on or off, got {s.channels_last!r}")
+    need(s.cuda_graph in CUDA_GRAPH,
+         f"cuda_graph must be auto, on or off, got {s.cuda_graph!r}")
+    need(s.cuda_graph != "on" or s.optimizer in GRAPH_OPTIMIZERS,
+         f"cuda_graph on needs optimizer {', '.join(GRAPH_OPTIMIZERS)} (sgd reads its learning "
+         f"rate on the host, so a graph cannot replay it); use cuda_graph auto or off")
+    need(s.cuda_graph != "on" or not s.compile,
+         "cuda_graph on and compile do not go together: torch.compile makes its own graphs")
     need(isinstance(s.lr, (int, float)) and s.lr > 0, f"lr must be > 0, got {s.lr!r}")
     need(0 <= s.momentum < 1, f"momentum must be in [0, 1), got {s.momentum!r}")
     need(s.weight_decay >= 0, f"weight_decay must be >= 0, got {s.weight_decay!r}")

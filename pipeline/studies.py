@@ -15,6 +15,7 @@ from pipeline.space import SearchSpace, describe_change
 
 STORAGE_ENV = "PIPELINE_STORAGE"
 DEFAULT_STORAGE = "sqlite:///optuna.db"
+SQLITE_BUSY_SECONDS = 60
 
 # Study user attributes written by `pipeline search`.
 ATTR_FINGERPRINT = "space_fingerprint"
@@ -69,7 +70,11 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None,
                          "postgresql://user@host/db or journal:///path/optuna.journal")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        kwargs = {}
+        kwargs: dict = {}
+        if url.startswith("sqlite"):
+            # Worker processes of one machine share a SQLite study: a writer that finds the
+            # file locked waits for the other's short transaction instead of failing.
+            kwargs["engine_kwargs"] = {"connect_args": {"timeout": SQLITE_BUSY_SECONDS}}
         if heartbeat_interval:
             kwargs.update(
                 heartbeat_interval=heartbeat_interval,
@@ -87,6 +92,15 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None,
         except Exception as e:  # noqa: BLE001 - SQLAlchemy reports bad URLs in many types
             raise UsageError(f"cannot open storage {redact(url)}: "
                              f"{first_line(e)}") from None
+
+
+def share_between_processes(storage: optuna.storages.BaseStorage) -> None:
+    """Ready a SQLite study for several worker processes of this machine: write-ahead logging
+    lets them read while one writes (a file setting, kept for later searches). Other storages
+    need nothing."""
+    if isinstance(storage, optuna.storages.RDBStorage) and storage.engine.dialect.name == "sqlite":
+        with storage.engine.connect() as connection:
+            connection.exec_driver_sql("PRAGMA journal_mode=WAL")
 
 
 def redact(url: str) -> str:

@@ -21,7 +21,7 @@ from torch import nn
 from pipeline.augment import random_affine
 from pipeline.data import DataSplits, Split
 from pipeline.errors import DeviceError
-from pipeline.settings import TrainSettings
+from pipeline.settings import GRAPH_OPTIMIZERS, TrainSettings
 
 
 class NonFiniteLossError(Exception):
@@ -124,6 +124,19 @@ def resolve_channels_last(setting: str, device: torch.device, first_width: int) 
     return first_width >= 16
 
 
+def resolve_cuda_graph(settings: TrainSettings, device: torch.device) -> bool:
+    """Whether the training step is captured once and replayed as a CUDA graph.
+
+    A small MNIST network's eager step is a few hundred kernel launches of microseconds each, so
+    the GPU waits on Python; one graph replay launches them all at once. It needs CUDA, an
+    optimiser that reads its learning rate on the device, and no torch.compile (which makes its
+    own graphs).
+    """
+    if settings.cuda_graph == "off" or device.type != "cuda" or settings.compile:
+        return False
+    return settings.optimizer in GRAPH_OPTIMIZERS
+
+
 @dataclass(frozen=True)
 class ExecutionPlan:
     """Where and how a model trains: decided once, logged with the run, used by ``fit``."""
@@ -131,16 +144,25 @@ class ExecutionPlan:
     device: torch.device
     precision: str  # "bf16" or "fp32"
     channels_last: bool
+    cuda_graph: bool = False
+
+    def params(self) -> dict[str, object]:
+        """The plan as MLflow params."""
+        return {"used_device": self.device, "used_precision": self.precision,
+                "used_channels_last": self.channels_last, "used_cuda_graph": self.cuda_graph}
 
 
-def plan_execution(model: nn.Module, settings: TrainSettings) -> ExecutionPlan:
-    device = choose_device(settings.device)
+def plan_execution(model: nn.Module, settings: TrainSettings,
+                   device: torch.device | None = None) -> ExecutionPlan:
+    """The plan for ``model``; ``device`` skips the availability check (tests plan for CUDA)."""
+    device = device if device is not None else choose_device(settings.device)
     first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     return ExecutionPlan(
         device=device,
         precision=resolve_precision(settings.precision, device),
         channels_last=resolve_channels_last(
             settings.channels_last, device, first_conv.out_channels if first_conv else 0),
+        cuda_graph=resolve_cuda_graph(settings, device),
     )
 
 
@@ -154,7 +176,11 @@ def configure_backends(device: torch.device) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def make_optimizer(model: nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, s: TrainSettings, *,
+                   capturable: bool = False) -> torch.optim.Optimizer:
+    """The optimiser; ``capturable`` keeps its step count and learning rate on the device, so a
+    CUDA graph can replay its update while the schedule changes the rate (adam, adamw, rmsprop).
+    """
     # Weight decay on weights only: decaying batch-norm scales and biases hurts small nets.
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
@@ -163,11 +189,15 @@ def make_optimizer(model: nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
     if s.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum,
                                nesterov=s.nesterov and s.momentum > 0)
+    on_device = {}
+    if capturable:
+        device = next(model.parameters()).device
+        on_device = {"capturable": True, "lr": torch.tensor(s.lr, device=device)}
     if s.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=s.lr)
+        return torch.optim.Adam(groups, **{"lr": s.lr, **on_device})
     if s.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=s.lr)
-    return torch.optim.RMSprop(groups, lr=s.lr, momentum=s.momentum)
+        return torch.optim.AdamW(groups, **{"lr": s.lr, **on_device})
+    return torch.optim.RMSprop(groups, **{"lr": s.lr, "momentum": s.momentum, **on_device})
 
 
 def make_schedule(optimizer: torch.optim.Optimizer, s: TrainSettings, total_steps: int):
@@ -187,9 +217,9 @@ def _to_pixels(images: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return images.unsqueeze(1).to(dtype).div_(255.0)
 
 
-def _autocast(device: torch.device, precision: str):
+def _autocast(device: torch.device, precision: str, *, cache: bool = True):
     if precision == "bf16" and device.type in ("cuda", "cpu"):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
+        return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=cache)
     return nullcontext()
 
 
@@ -205,7 +235,8 @@ def evaluate(
 ) -> tuple[float, float, torch.Tensor]:
     """Mean loss, accuracy and predicted digits of ``model`` on ``data``, in large batches.
 
-    ``data`` may live on the CPU or already on ``device``; predictions come back on the CPU.
+    ``data`` may live on the CPU or already on ``device``; predictions come back on the CPU. The
+    loss and the count of right answers stay on the device until one read at the end.
     """
     device = device or next(model.parameters()).device
     was_training = model.training
@@ -225,8 +256,71 @@ def evaluate(
         predictions[start:start + batch_size] = logits.argmax(dim=1)
     model.train(was_training)
     n = max(1, len(labels))
-    accuracy = (predictions == labels).sum().item() / n  # the one read per evaluation
-    return loss_sum.item() / n, accuracy, predictions.cpu()
+    correct = (predictions == labels).sum()
+    loss, right = torch.stack([loss_sum, correct.float()]).tolist()  # the one read
+    return loss / n, right / n, predictions.cpu()
+
+
+class _Steps:
+    """Runs training steps, eagerly or as replays of one captured CUDA graph.
+
+    ``step(idx)`` is the whole step for the batch of training images ``idx``: gather, scale,
+    augment, forward, loss, backward, optimiser update, and the epoch's device-side sums. In
+    graph mode the first ``WARMUP`` steps run eagerly on a side stream (cuDNN picks its kernels,
+    the optimiser makes its state), the next is captured once, and every step after is a copy of
+    the batch's indices into the graph's input and one replay.
+    """
+
+    WARMUP = 3
+
+    def __init__(self, step: Callable[[torch.Tensor], None], optimizer: torch.optim.Optimizer,
+                 *, graph: bool, batch: int, device: torch.device,
+                 generator: torch.Generator) -> None:
+        self.step = step
+        self.optimizer = optimizer
+        self.use_graph = graph
+        self.device = device
+        self.generator = generator
+        self.done = 0
+        self.graph = None
+        self.static_idx = torch.zeros(batch, dtype=torch.long, device=device) if graph else None
+        self.side = torch.cuda.Stream(device) if graph else None
+
+    def __call__(self, idx: torch.Tensor) -> None:
+        if not self.use_graph:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step(idx)
+        elif self.graph is not None:
+            self.static_idx.copy_(idx)
+            self.graph.replay()
+        elif self.done < self.WARMUP:
+            self.side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(self.side):
+                self.optimizer.zero_grad(set_to_none=True)
+                self.step(idx)
+            torch.cuda.current_stream(self.device).wait_stream(self.side)
+        else:
+            self._capture()
+            self.static_idx.copy_(idx)
+            self.graph.replay()  # capturing records the step; the replay runs it
+        self.done += 1
+
+    def _capture(self) -> None:
+        graph = torch.cuda.CUDAGraph()
+        # Augmentation draws from the run's own generator: the graph must advance it on every
+        # replay, as eager steps do (the default generator, used by dropout, is registered
+        # automatically).
+        graph.register_generator_state(self.generator)
+        # Gradients set to None before capture are allocated inside the graph's memory pool,
+        # and every replay overwrites them: no zeroing step is needed.
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.cuda.graph(graph):
+            self.step(self.static_idx)
+        self.graph = graph
+
+    def close(self) -> None:
+        self.graph = None
+        self.optimizer.zero_grad(set_to_none=True)  # let go of the graph pool's gradients
 
 
 def fit(
@@ -255,67 +349,81 @@ def fit(
     model.to(device=device, memory_format=memory_format).train()
     step_model = torch.compile(model) if settings.compile else model
 
-    # Resident data: uint8 on the device costs 784 bytes per image (43 MB for all of MNIST).
+    # Resident data: uint8 on the device costs 784 bytes per image (43 MB for all of MNIST). A
+    # search moves it there once per process; then these are no-ops.
     train_x = data.train.images.to(device)
     train_y = data.train.labels.to(device)
     val_split = Split(data.val.images.to(device), data.val.labels.to(device))
     n = len(train_y)
     batch = min(settings.batch_size, n)
     # Drop the ragged last batch: a batch of one breaks batch norm, and the images it would
-    # have held are in other batches next epoch, since every epoch reshuffles.
+    # have held are in other batches next epoch, since every epoch reshuffles. Every step then
+    # has the same shapes, which a CUDA graph needs.
     steps = n // batch
-    optimizer = make_optimizer(model, settings)
+    optimizer = make_optimizer(model, settings, capturable=plan.cuda_graph)
     schedule = make_schedule(optimizer, settings, steps * settings.epochs)
+    # The epoch's sums live on the device and are read once per epoch.
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    # A graph cannot cache autocast's weight casts across replays.
+    cache_casts = not plan.cuda_graph
 
+    def step(idx: torch.Tensor) -> None:
+        x = _to_pixels(train_x[idx], torch.float32)
+        x = random_affine(x, degrees=settings.rotation, translate=settings.translate,
+                          generator=generator)
+        x = x.contiguous(memory_format=memory_format)
+        y = train_y[idx]
+        with _autocast(device, precision, cache=cache_casts):
+            logits = step_model(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=settings.label_smoothing)
+        loss.backward()
+        optimizer.step()
+        # Accumulate on the device; a NaN anywhere in the epoch survives into the sum.
+        loss_sum.add_(loss.detach())
+        correct.add_((logits.detach().argmax(dim=1) == y).sum())
+
+    run_step = _Steps(step, optimizer, graph=plan.cuda_graph, batch=batch, device=device,
+                      generator=generator)
     history: list[EpochStats] = []
     predictions = torch.empty(0, dtype=torch.long)
-    for epoch in range(1, settings.epochs + 1):
-        epoch_start = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), dtype=torch.long, device=device)
-        order = torch.randperm(n, device=device, generator=generator)
-        for step in range(steps):
-            idx = order[step * batch:(step + 1) * batch]
-            x = _to_pixels(train_x[idx], torch.float32)
-            x = random_affine(x, degrees=settings.rotation, translate=settings.translate,
-                              generator=generator)
-            x = x.contiguous(memory_format=memory_format)
-            y = train_y[idx]
-            with _autocast(device, precision):
-                logits = step_model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=settings.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            # Accumulate on the device; a NaN anywhere in the epoch survives into the sum.
-            loss_sum += loss.detach()
-            correct += (logits.detach().argmax(dim=1) == y).sum()
-            if on_step is not None and (step + 1) % step_report_every == 0:
-                on_step(step + 1, steps)
-        train_loss = loss_sum.item() / steps  # the one read per epoch
-        train_seconds = time.perf_counter() - epoch_start
-        lr = optimizer.param_groups[0]["lr"]
-        if not math.isfinite(train_loss):
-            raise NonFiniteLossError(epoch, lr)
-        val_loss, val_accuracy, predictions = evaluate(
-            model, val_split, batch_size=settings.eval_batch_size, device=device,
-            precision=precision, channels_last=channels_last)
-        model.train()
-        stats = EpochStats(
-            epoch=epoch,
-            train_loss=train_loss,
-            train_accuracy=correct.item() / (steps * batch),
-            val_loss=val_loss,
-            val_accuracy=val_accuracy,
-            lr=lr,
-            seconds=time.perf_counter() - epoch_start,
-            images_per_second=steps * batch / train_seconds,
-        )
-        if not math.isfinite(val_loss):
-            raise NonFiniteLossError(epoch, lr)
-        history.append(stats)
-        if on_epoch_end is not None:
-            on_epoch_end(stats)
+    try:
+        for epoch in range(1, settings.epochs + 1):
+            epoch_start = time.perf_counter()
+            loss_sum.zero_()
+            correct.zero_()
+            order = torch.randperm(n, device=device, generator=generator)
+            for i in range(steps):
+                run_step(order[i * batch:(i + 1) * batch])
+                schedule.step()
+                if on_step is not None and (i + 1) % step_report_every == 0:
+                    on_step(i + 1, steps)
+            train_loss, right = torch.stack([loss_sum, correct.float()]).tolist()  # one read
+            train_loss /= steps
+            train_seconds = time.perf_counter() - epoch_start
+            lr = float(optimizer.param_groups[0]["lr"])
+            if not math.isfinite(train_loss):
+                raise NonFiniteLossError(epoch, lr)
+            val_loss, val_accuracy, predictions = evaluate(
+                model, val_split, batch_size=settings.eval_batch_size, device=device,
+                precision=precision, channels_last=channels_last)
+            model.train()
+            stats = EpochStats(
+                epoch=epoch,
+                train_loss=train_loss,
+                train_accuracy=right / (steps * batch),
+                val_loss=val_loss,
+                val_accuracy=val_accuracy,
+                lr=lr,
+                seconds=time.perf_counter() - epoch_start,
+                images_per_second=steps * batch / train_seconds,
+            )
+            if not math.isfinite(val_loss):
+                raise NonFiniteLossError(epoch, lr)
+            history.append(stats)
+            if on_epoch_end is not None:
+                on_epoch_end(stats)
+    finally:
+        run_step.close()
     model.eval()
     return FitResult(history, predictions, plan)

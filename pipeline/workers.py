@@ -39,24 +39,44 @@ class WorkerFailed(PipelineError):
     """A worker process ended with an error (its own message is printed above)."""
 
 
+# Trials that run at once on one GPU when the user does not say (--workers): small MNIST
+# networks leave a GPU mostly idle, so several processes share it. Measured on an H100 with
+# bench/workers.py (README, "Workers"): see the figures there.
+WORKERS_PER_GPU = 4
+
+
 @dataclass(frozen=True)
 class Placement:
     device: str
     threads: int | None
 
 
-def place_workers(count: int, device: str) -> list[Placement]:
-    """Where each worker trains.
+def gpu_count(device: str) -> int:
+    """GPUs the workers may use: all CUDA devices for auto/cuda, none for anything else."""
+    return torch.cuda.device_count() if device in ("auto", "cuda") else 0
+
+
+def default_worker_count(device: str, gpus: int | None = None) -> int:
+    """How many trials run at once when --workers is not given: WORKERS_PER_GPU per GPU, else
+    one (on a CPU the trainer already uses every core)."""
+    gpus = gpu_count(device) if gpus is None else gpus
+    return WORKERS_PER_GPU * gpus if gpus else 1
+
+
+def place_workers(count: int, device: str, *, gpus: int | None = None,
+                  cores: int | None = None) -> list[Placement]:
+    """Where each worker trains, and with how many CPU threads.
 
     ``auto`` with GPUs: worker i gets cuda:(i mod GPUs), so K > GPUs puts several small-model
-    workers on each GPU. On the CPU, the cores are split so workers do not fight over them.
+    workers on each GPU. The cores are split between the workers either way, so their CPU work
+    (the CPU's training; a GPU worker's model export and diagnostics) does not oversubscribe.
     """
-    gpus = torch.cuda.device_count() if device in ("auto", "cuda") else 0
+    gpus = gpu_count(device) if gpus is None else gpus
+    threads = max(1, (cores or os.cpu_count() or 1) // count)
     if gpus:
-        return [Placement(f"cuda:{i % gpus}", None) for i in range(count)]
+        return [Placement(f"cuda:{i % gpus}", threads) for i in range(count)]
     if device.startswith("cuda") or device == "mps":
-        return [Placement(device, None) for _ in range(count)]
-    threads = max(1, (os.cpu_count() or 1) // count)
+        return [Placement(device, threads) for _ in range(count)]
     return [Placement("cpu", threads) for _ in range(count)]
 
 
@@ -91,8 +111,9 @@ class StudyWatcher:
     def poll(self) -> None:
         trials = self.study.get_trials(deepcopy=False)
         running = [t for t in trials if t.state == TrialState.RUNNING]
-        self.progress.running = " ".join(
-            f"#{t.number}@{len(t.intermediate_values)}" for t in running[:6])
+        # "3 running: #7@2 #8@1 #9@0": trial numbers at the epoch each has reached.
+        self.progress.running = f"{len(running)} running: " + " ".join(
+            f"#{t.number}@{len(t.intermediate_values)}" for t in running[:6]) if running else ""
         for t in trials:
             if t.state.is_finished() and t.number not in self.seen:
                 self.seen.add(t.number)
@@ -121,12 +142,14 @@ def run_workers(req: SearchRequest, *, echo=print) -> SearchOutcome:
     placements = place_workers(req.workers, req.device)
     where = ", ".join(p.device + (f" ({p.threads} threads)" if p.threads else "")
                       for p in placements)
-    echo(f"space {req.space.path} ({req.space.fingerprint}); {req.workers} worker processes: "
-         f"{where}")
+    echo(f"space {req.space.path} ({req.space.fingerprint}); {req.workers} trials at a time, "
+         f"{req.workers} worker processes: {where}")
     progress = SearchProgress(req.trials, session.counts_at_start.finished, req.space.metric,
                               echo=echo)
     watcher = StudyWatcher(session.study, progress)
-    processes = [subprocess.Popen(_worker_command(req, p)) for p in placements]
+    # A worker is one process: it must not read the user's PIPELINE_WORKERS as its own.
+    env = {k: v for k, v in os.environ.items() if k != "PIPELINE_WORKERS"}
+    processes = [subprocess.Popen(_worker_command(req, p), env=env) for p in placements]
     with interrupt_on_signals() as received:
         try:
             while any(p.poll() is None for p in processes):

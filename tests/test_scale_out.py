@@ -173,10 +173,20 @@ def test_workers_on_one_machine_share_a_journal_storage(tmp_path):
     assert sorted(t.number for t in study.trials) == [0, 1, 2, 3]
 
 
-def test_workers_on_sqlite_are_refused_with_the_way_forward(tmp_path):
+def test_workers_on_one_machine_share_the_default_sqlite_study(tmp_path):
+    """No --storage: the default SQLite file serves the worker processes of one machine (it is
+    what `pipeline search` uses when it finds a GPU and packs several trials on it)."""
     (tmp_path / "tiny.yaml").write_text(TINY)
-    result = run_cli("search", "--space", "tiny.yaml", "--workers", "2", cwd=tmp_path)
-    assert_one_line_error(result, "SQLite", "journal:///", "postgresql://", code=2)
+    result = run_cli("search", "--space", "tiny.yaml", "--trials", "6", "--workers", "3",
+                     "--no-report", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "3 trials at a time" in result.stdout
+    import optuna
+
+    study = optuna.load_study(study_name="mnist-tiny", storage=f"sqlite:///{tmp_path}/optuna.db")
+    assert sorted(t.number for t in study.trials) == list(range(6))
+    assert all(t.state.is_finished() for t in study.trials)
+    assert len({t.user_attrs["worker"] for t in study.trials}) == 3
 
 
 def test_worker_of_is_for_coordinated_workers_only(tmp_path):
@@ -248,3 +258,17 @@ def test_no_secret_is_written_in_the_compose_file(compose):
     if not (REPO / ".env").exists():
         assert without_env.returncode != 0
         assert "set POSTGRES_PASSWORD in .env" in without_env.stderr
+
+
+def test_workers_are_placed_round_robin_on_gpus_with_the_cores_split():
+    from pipeline.workers import WORKERS_PER_GPU, default_worker_count, place_workers
+
+    placed = place_workers(6, "auto", gpus=2, cores=12)
+    assert [p.device for p in placed] == ["cuda:0", "cuda:1"] * 3
+    assert {p.threads for p in placed} == {2}
+    assert [p.device for p in place_workers(2, "cpu", gpus=0, cores=2)] == ["cpu", "cpu"]
+    assert place_workers(3, "cpu", gpus=0, cores=2)[0].threads == 1  # never 0 threads
+    # Without --workers: WORKERS_PER_GPU trials at once on each GPU, one on a CPU.
+    assert default_worker_count("auto", gpus=2) == 2 * WORKERS_PER_GPU
+    assert default_worker_count("auto", gpus=0) == 1
+    assert default_worker_count("cpu", gpus=0) == 1
