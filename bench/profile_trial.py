@@ -81,8 +81,9 @@ def main() -> None:
     import torch
 
     from pipeline.data import load_mnist, split_train_val
+    from pipeline.settings import DataSettings
 
-    data = split_train_val(load_mnist(), val_size=5000, train_subset=args.images).to(args.device)
+    data = split_train_val(load_mnist(), DataSettings(train_subset=args.images)).to(args.device)
     name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else args.device
     print(f"device {name}; {args.images:,} images/epoch, batch "
           f"{args.batch_size}, adamw, rotation 10, translate 0.05, bf16 autocast, NHWC")

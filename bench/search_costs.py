@@ -79,7 +79,7 @@ def main() -> None:
         steady = complete[1:] or complete
         from mlflow import MlflowClient
 
-        from pipeline.studies import ATTR_OVERHEAD_SECONDS, ATTR_RUN_ID, ATTR_TRAIN_SECONDS
+        from pipeline.keys import ATTR_OVERHEAD_SECONDS, ATTR_RUN_ID, ATTR_TRAIN_SECONDS
 
         overhead = [t.user_attrs[ATTR_OVERHEAD_SECONDS] for t in steady]
         train = [t.user_attrs[ATTR_TRAIN_SECONDS] for t in steady]

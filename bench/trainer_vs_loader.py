@@ -99,12 +99,12 @@ def run_loader(args) -> dict:
 def run_trainer(args, precision: str, channels_last: str) -> dict:
     from pipeline.data import load_mnist, split_train_val
     from pipeline.model import build_model
-    from pipeline.settings import TrainSettings
+    from pipeline.settings import DataSettings, TrainSettings
     from pipeline.train import fit
 
     mnist = load_mnist(args.data_dir)
     # Two epochs over `images` images; the first is warm-up (allocations, kernel selection).
-    data = split_train_val(mnist, val_size=1000, train_subset=args.images)
+    data = split_train_val(mnist, DataSettings(val_size=1000, train_subset=args.images))
     settings = TrainSettings(epochs=2, batch_size=args.batch_size, optimizer="adam", lr=1e-3,
                              schedule="constant", weight_decay=0.0, rotation=10.0,
                              device=args.device, precision=precision,

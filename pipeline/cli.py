@@ -219,28 +219,22 @@ def reconcile(study_name: str | None, storage: str | None) -> None:
 
     Every `pipeline search` does this when it starts; this command does it on its own.
     """
+    from pipeline.keys import ATTR_EXPERIMENT, ATTR_HEARTBEAT
     from pipeline.reconcile import reconcile as close_orphans
-    from pipeline.studies import (
-        ATTR_EXPERIMENT,
-        ATTR_HEARTBEAT,
-        default_storage,
-        load_study,
-        open_storage,
-        resolve_study_name,
-    )
+    from pipeline.stores import tracking_store_exists
+    from pipeline.studies import default_storage, open_existing_study
     from pipeline.tracking import Tracker
 
     url = storage or default_storage()
-    plain = open_storage(url)
-    name = resolve_study_name(plain, study_name, url)
+    study = open_existing_study(url, study_name)
     # Judge heartbeats as the study's workers do, or a live trial could look dead; the storage
     # takes those settings when it is opened, so it is opened again with them.
-    beat = load_study(plain, name).user_attrs.get(ATTR_HEARTBEAT) or {}
-    store = open_storage(url, heartbeat_interval=beat.get("interval"),
-                         grace_period=beat.get("grace"))
-    study = load_study(store, name)
+    beat = study.user_attrs.get(ATTR_HEARTBEAT) or {}
+    study = open_existing_study(url, study.study_name, heartbeat_interval=beat.get("interval"),
+                                grace_period=beat.get("grace"))
     experiment_id = study.user_attrs.get(ATTR_EXPERIMENT)
-    result = close_orphans(study, Tracker() if experiment_id else None, experiment_id)
+    tracker = Tracker() if experiment_id and tracking_store_exists() else None
+    result = close_orphans(study, tracker, experiment_id)
     click.echo(result.line() or f"study {study.study_name!r}: nothing left running")
 
 
@@ -250,21 +244,15 @@ def reconcile(study_name: str | None, storage: str | None) -> None:
 @report_dir_option
 def report(study_name: str | None, storage: str | None, report_dir: Path) -> None:
     """Write a study's Plotly report and print its best trials."""
+    from pipeline.keys import ATTR_PARENT_RUN
     from pipeline.report import write_report
-    from pipeline.studies import (
-        ATTR_PARENT_RUN,
-        default_storage,
-        load_study,
-        open_storage,
-        resolve_study_name,
-    )
+    from pipeline.stores import tracking_store_exists
+    from pipeline.studies import default_storage, open_existing_study
     from pipeline.tracking import Tracker
 
-    url = storage or default_storage()
-    store = open_storage(url)
-    study = load_study(store, resolve_study_name(store, study_name, url))
+    study = open_existing_study(storage or default_storage(), study_name)
     run_id = study.user_attrs.get(ATTR_PARENT_RUN)
-    tracker = Tracker() if run_id else None
+    tracker = Tracker() if run_id and tracking_store_exists() else None
     write_report(study, report_dir, tracker=tracker, run_id=run_id, echo=click.echo)
 
 
@@ -294,10 +282,12 @@ def promote(target: str, study_name: str | None, storage: str | None, name: str,
     from pipeline.registry import candidate_from_run, candidate_from_study, promote, registry_client
     from pipeline.studies import default_storage
 
-    client = registry_client()
+    # The study first: a study that is not there is an error before any store is touched.
     if target == "best":
         candidate = candidate_from_study(storage or default_storage(), study_name)
+        client = registry_client()
     else:
+        client = registry_client()
         candidate = candidate_from_run(client, target)
     mnist = load_mnist(data_dir, log=click.echo)
     promote(candidate, mnist, client=client, name=name, force=force, echo=click.echo)
@@ -358,9 +348,8 @@ def ui(port: int, host: str) -> None:
     raise click.exceptions.Exit(run_ui(host, port, echo=click.echo))
 
 
-def main() -> None:
-    # `kill -USR1 <pid>` prints every thread's stack: how to see what a long search is doing.
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+def configure_environment() -> None:
+    """Defaults every `pipeline` process runs with (a user's own settings win)."""
     # MLflow announces database set-up at INFO when it is imported; our commands say what
     # matters. A user who sets MLFLOW_LOGGING_LEVEL keeps their choice.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
@@ -373,6 +362,12 @@ def main() -> None:
     # Loading an exported program warns that its weights' buffer is read-only; it is never
     # written, and the warning filled a GPU search's log once per trial.
     warnings.filterwarnings("ignore", message="The given buffer is not writable")
+
+
+def main() -> None:
+    # `kill -USR1 <pid>` prints every thread's stack: how to see what a long search is doing.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    configure_environment()
     cli(prog_name="pipeline")
 
 

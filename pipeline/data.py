@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from pipeline.errors import DataError, UsageError
+from pipeline.settings import DataSettings
 
 TRAIN_IMAGES = "train-images-idx3-ubyte"
 TRAIN_LABELS = "train-labels-idx1-ubyte"
@@ -291,7 +292,8 @@ def ensure_mnist(
     """Make sure the four verified IDX files are in ``raw_dir(data_dir)``; fetch what is missing.
 
     A file already in the cache that fails verification is an error, unless ``refetch`` is set,
-    in which case it is deleted and fetched again.
+    in which case it is deleted and fetched again. A data folder that cannot be used (a file,
+    no permission) is one DataError naming it.
     """
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     sources = tuple(sources)
@@ -299,6 +301,26 @@ def ensure_mnist(
     if unknown:
         raise UsageError(f"unknown MNIST source {unknown[0]!r}; choose from {', '.join(SOURCES)}")
     target = raw_dir(data_dir)
+    try:
+        md5 = _verified_in_cache(target, refetch, log)
+        if len(md5) == len(EXPECTED):
+            return VerifiedFiles(target, md5, "cache")
+        used = _fetch_missing(data_dir, target, sources, md5, refetch, log)
+    except OSError as e:
+        raise DataError(f"cannot use the data folder {data_dir}: {e.strerror or e} "
+                        f"({getattr(e, 'filename', None) or data_dir}); choose another with "
+                        f"--data-dir or {DATA_DIR_ENV}") from None
+    missing = [name for name in EXPECTED if name not in md5]
+    if missing:
+        raise DataError(
+            f"could not fetch {', '.join(missing)} (tried {', '.join(sources)}); put the IDX files "
+            f"in {target} or connect to the internet and run `pipeline data` again"
+        )
+    return VerifiedFiles(target, md5, "+".join(used))
+
+
+def _verified_in_cache(target: Path, refetch: bool, log: Log) -> dict[str, str]:
+    """MD5s of the cached files that verify; a bad one is an error, or deleted to refetch."""
     md5: dict[str, str] = {}
     for name in EXPECTED:
         path = target / name
@@ -311,9 +333,13 @@ def ensure_mnist(
                 raise
             log(f"{path} failed verification; deleting it to fetch it again")
             path.unlink()
-    if len(md5) == len(EXPECTED):
-        return VerifiedFiles(target, md5, "cache")
+    return md5
 
+
+def _fetch_missing(data_dir: Path, target: Path, sources: tuple[str, ...], md5: dict[str, str],
+                   refetch: bool, log: Log) -> list[str]:
+    """Try the sources in order for the files not in ``md5`` (filled in as they arrive);
+    returns the sources that gave something."""
     used = []
     for source in sources:
         missing = [name for name in EXPECTED if name not in md5]
@@ -330,13 +356,7 @@ def ensure_mnist(
             md5[name] = EXPECTED[name][0]
         if found:
             used.append(source)
-    missing = [name for name in EXPECTED if name not in md5]
-    if missing:
-        raise DataError(
-            f"could not fetch {', '.join(missing)} (tried {', '.join(sources)}); put the IDX files "
-            f"in {target} or connect to the internet and run `pipeline data` again"
-        )
-    return VerifiedFiles(target, md5, "+".join(used))
+    return used
 
 
 @dataclass(frozen=True)
@@ -392,38 +412,25 @@ class DataSplits:
         return replace(self, train=self.train.to(device), val=self.val.to(device))
 
 
-def split_train_val(
-    mnist: Mnist,
-    *,
-    val_size: int = 5000,
-    split_seed: int = 0,
-    train_subset: int | None = None,
-) -> DataSplits:
+def split_train_val(mnist: Mnist, settings: DataSettings) -> DataSplits:
     """A seeded split of the 60,000 training images into validation and training parts.
 
-    ``train_subset`` keeps only that many training images (for quick CPU searches and tests);
-    the validation part does not change with it, so results stay comparable.
+    ``settings.train_subset`` keeps only that many training images (for quick CPU searches and
+    tests); the validation part does not change with it, so results stay comparable. The
+    settings checked their own ranges when they were made.
     """
     n = len(mnist.train)
-    if not 1 <= val_size < n:
-        raise UsageError(f"val_size must be between 1 and {n - 1}, got {val_size}")
-    available = n - val_size
-    if train_subset is not None and not 1 <= train_subset <= available:
-        raise UsageError(
-            f"train_subset must be between 1 and {available:,} (60,000 minus val_size), "
-            f"got {train_subset}"
-        )
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
-    val_idx = order[:val_size]
-    end = n if train_subset is None else val_size + train_subset
-    train_idx = order[val_size:end]
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(settings.split_seed))
+    val_idx = order[:settings.val_size]
+    subset = settings.train_subset
+    train_idx = order[settings.val_size:n if subset is None else settings.val_size + subset]
     take = mnist.train
     return DataSplits(
         train=Split(take.images[train_idx], take.labels[train_idx]),
         val=Split(take.images[val_idx], take.labels[val_idx]),
         checksum=mnist.checksum,
-        val_size=val_size,
-        split_seed=split_seed,
+        val_size=settings.val_size,
+        split_seed=settings.split_seed,
     )
 
 

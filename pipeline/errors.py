@@ -31,6 +31,15 @@ class DeviceError(UsageError):
     """A training device that was asked for but is not available."""
 
 
+class NonFiniteLossError(Exception):
+    """Training diverged: the loss became NaN or infinite. Not the user's error and not a fault:
+    the hyperparameters were bad, and a search prunes the trial (outcomes.DIVERGED)."""
+
+    def __init__(self, epoch: int, lr: float) -> None:
+        super().__init__(f"loss became non-finite in epoch {epoch} (learning rate {lr:.3g})")
+        self.epoch = epoch
+
+
 def first_line(error: BaseException, limit: int = 200) -> str:
     """The first line of an error's message (its type name when it has none), for one-line
     reports of errors raised by libraries, whose messages can run to pages."""

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.errors import UsageError
+from pipeline.errors import UsageError, first_line
 from pipeline.settings import DataSettings, ModelSpec, TrainSettings
 
 SETTINGS_CLASSES = (ModelSpec, TrainSettings, DataSettings)
@@ -57,43 +57,58 @@ def _prefixed(where: str, message: str) -> str:
     return f"{where}: {message}" if where else message
 
 
+def as_number(value: Any) -> int | float | None:
+    """``value`` as the number it plainly is, or None. The one place YAML's numbers are read:
+    YAML 1.1 reads ``1e-3`` (no dot) as a string, and a boolean is never a number."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+_BAD = object()
+
+
+def _to_int(value: Any) -> Any:
+    number = as_number(value) if not isinstance(value, str) else None
+    if isinstance(number, float) and number.is_integer():
+        return int(number)
+    return number if isinstance(number, int) else _BAD
+
+
+def _to_float(value: Any) -> Any:
+    number = as_number(value)
+    return _BAD if number is None else float(number)
+
+
+def _to_bool(value: Any) -> Any:
+    return value if isinstance(value, bool) else _BAD
+
+
+def _to_str(value: Any) -> Any:
+    if isinstance(value, bool):  # YAML 1.1 reads on/off as booleans
+        return "on" if value else "off"
+    return value if isinstance(value, str) else _BAD
+
+
+_COERCERS = {"int": _to_int, "float": _to_float, "bool": _to_bool, "str": _to_str}
+
+
 def coerce(name: str, value: Any) -> Any:
     """Check (and gently convert) one value to its key's type."""
     kind = field_kind(name)
-    bad = UsageError(f"{name} must be {kind.replace('|None', ' or null')}, got {value!r}")
-    if kind == "int|None":
-        if value is None:
-            return None
-        kind = "int"
-    if kind == "bool":
-        if isinstance(value, bool):
-            return value
-        raise bad
-    if kind == "int":
-        if isinstance(value, bool):
-            raise bad
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, int):
-            return value
-        raise bad
-    if kind == "float":
-        if isinstance(value, bool):
-            raise bad
-        if isinstance(value, (int, float)):
-            return float(value)
-        # YAML 1.1 reads 1e-3 (no dot) as a string; accept what is plainly a number.
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise bad from None
-    if kind == "str":
-        if isinstance(value, bool):  # YAML 1.1 reads on/off as booleans
-            return "on" if value else "off"
-        if isinstance(value, str):
-            return value
-        raise bad
-    raise AssertionError(f"unhandled field type {kind} for {name}")
+    if kind == "int|None" and value is None:
+        return None
+    converted = _COERCERS[kind.removesuffix("|None")](value)
+    if converted is _BAD:
+        raise UsageError(f"{name} must be {kind.replace('|None', ' or null')}, got {value!r}")
+    return converted
 
 
 def make_config(params: Mapping[str, Any], where: str = "") -> RunConfig:
@@ -123,18 +138,23 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
     """A YAML file that must hold a mapping; any problem is one UsageError naming the file."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise UsageError(f"{path}: no such file") from None
     except OSError as e:
         raise UsageError(f"{path}: cannot read it ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8 "
+                         "YAML") from None
     try:
         loaded = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        problem = getattr(e, "problem", None) or first_line(e)
         raise UsageError(f"{path}: not valid YAML{where}: {problem}") from None
+    except RecursionError:  # aliases nested beyond Python's stack
+        raise UsageError(f"{path}: nested too deeply to read") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):

@@ -7,12 +7,13 @@ picture from a phone or a paint program is made to look the same before a model 
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, first_line
 
 BOX = 20  # the digit's longer side, in pixels, as in MNIST
 FIELD = 28
@@ -26,17 +27,25 @@ class ImageError(PipelineError):
 def load_image(path: Path) -> Image.Image:
     path = Path(path)
     try:
-        image = Image.open(path)
-        image.load()
+        with warnings.catch_warnings():
+            # Past PIL's decompression-bomb limit (about 89 million pixels) PIL only warns up to
+            # twice that; a digit never needs it, so both are the same one-line refusal.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(path)
+            image.load()
+            return ImageOps.exif_transpose(image)  # phone photos carry their rotation in EXIF
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise ImageError(f"{path}: is a folder, not an image") from None
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image PIL can read (PNG or JPEG expected)") from None
-    except OSError as e:
-        raise ImageError(f"{path}: unreadable image ({e})") from None
-    return ImageOps.exif_transpose(image)  # phone photos carry their rotation in EXIF
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"{path}: too large to be a digit picture (over "
+                         f"{Image.MAX_IMAGE_PIXELS:,} pixels)") from None
+    except Exception as e:  # noqa: BLE001 - PIL's decoders fail in many types on bad bytes
+        raise ImageError(f"{path}: unreadable image ({type(e).__name__}: "
+                         f"{first_line(e, limit=120)})") from None
 
 
 def _grayscale(image: Image.Image) -> np.ndarray:

@@ -1,9 +1,10 @@
 """A lock per study, so workers that share a study never start more trials than its total.
 
 A worker takes the lock, counts the study's trials, and if there is room creates its next trial;
-it lets go as soon as the trial exists. On PostgreSQL the lock is a session advisory lock, so
-workers on different machines serialise too; on a file storage (SQLite, Optuna's journal) it is
-an flock on a file beside it, which covers the processes of one machine.
+it lets go as soon as the trial exists (search.claim_next_trial, a `with` block). On PostgreSQL
+the lock is a session advisory lock, so workers on different machines serialise too; on a file
+storage (SQLite, Optuna's journal) it is an flock on a file beside it, which covers the
+processes of one machine.
 """
 
 from __future__ import annotations
@@ -17,13 +18,18 @@ import optuna
 
 
 class StudyLock:
-    """acquire() blocks until this worker may create a trial; release() is idempotent."""
+    """``with lock:`` blocks until this worker may count and create trials, and lets go at the
+    end of the block. The base class locks nothing (storages with no cross-process guard)."""
 
     def acquire(self) -> None: ...
 
     def release(self) -> None: ...
 
-    def close(self) -> None:
+    def __enter__(self) -> StudyLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
         self.release()
 
 

@@ -19,10 +19,11 @@ from mlflow.exceptions import MlflowException
 
 from pipeline.errors import PipelineError, first_line
 from pipeline.imaging import ImageError, read_digit
+from pipeline.keys import CHAMPION, DEFAULT_MODEL_NAME
 from pipeline.model import build_model
 from pipeline.pyfunc import load_pyfunc
-from pipeline.registry import CHAMPION, DEFAULT_MODEL_NAME
 from pipeline.settings import ModelSpec
+from pipeline.stores import require_tracking_store
 
 DEFAULT_MODEL_URI = f"models:/{DEFAULT_MODEL_NAME}@{CHAMPION}"
 
@@ -72,28 +73,54 @@ def _check_registered(uri: str) -> None:
                             f"(see `pipeline models`)") from None
 
 
+class NotADigitReader(PipelineError):
+    """A model that loads but does not take 28x28 images."""
+
+
+# The input every digit reader takes: float32 (N, 28, 28). A model logged with another input is
+# not one, whatever it answers.
+DIGIT_INPUT_SHAPE = (-1, 28, 28)
+
+
 class DigitModel:
     """A logged or registered model, loaded once, answering batches of 28x28 images."""
 
     def __init__(self, uri: str) -> None:
         self.uri = uri
-        _check_registered(uri)
+        if uri.startswith(("models:/", "runs:/")):
+            require_tracking_store()  # looking it up must not create an empty store
         try:
+            _check_registered(uri)
             self.local = mlflow.artifacts.download_artifacts(uri)
             self.pyfunc = load_pyfunc(self.local)
-        except MlflowException as e:
-            raise ModelNotFound(f"cannot load model {uri}: "
+        except PipelineError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a URI can fail in as many ways as stores exist
+            raise ModelNotFound(f"cannot load model {uri}: {type(e).__name__}: "
                                 f"{first_line(e)}") from None
+        self._check_is_a_digit_reader()
         self.network = self._rebuild_network()
+
+    def _check_is_a_digit_reader(self) -> None:
+        signature = self.pyfunc.metadata.signature
+        inputs = signature.inputs.inputs if signature is not None else []
+        shape = tuple(getattr(inputs[0], "shape", ()) or ()) if len(inputs) == 1 else ()
+        if shape != DIGIT_INPUT_SHAPE:
+            raise NotADigitReader(f"model {self.uri} is not a digit reader: it takes "
+                                  f"{signature.inputs if signature else 'an unknown input'}, "
+                                  "not float32 images of shape (N, 28, 28)")
 
     def _rebuild_network(self) -> torch.nn.Module | None:
         architecture = (self.pyfunc.metadata.metadata or {}).get("pipeline_architecture")
         program = os.path.join(self.local, "data", "model.pt2")
         if not architecture or not os.path.exists(program):
             return None  # a model from elsewhere: digits only
-        weights = torch.export.load(program).state_dict
-        net = build_model(ModelSpec(**architecture))
-        net.load_state_dict({k.removeprefix("net."): v for k, v in weights.items()})
+        try:
+            weights = torch.export.load(program).state_dict
+            net = build_model(ModelSpec(**architecture))
+            net.load_state_dict({k.removeprefix("net."): v for k, v in weights.items()})
+        except Exception:  # noqa: BLE001 - digits still come from the model as MLflow serves it
+            return None
         return net.eval()
 
     def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

@@ -7,10 +7,12 @@ summary line instead, so logs stay readable.
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from pipeline.train import EpochStats
+if TYPE_CHECKING:  # a type only: the progress view must not load torch and the trainer
+    from pipeline.train import EpochStats
 
 
 def is_interactive() -> bool:

@@ -2,10 +2,12 @@
 
 Runs at the start of every search (and as `pipeline reconcile`):
 
-* a RUNNING trial whose worker process on this machine is gone is failed and queued to run
-  again with the same parameters (on RDB storages, heartbeats do the same for other machines);
-* an MLflow trial run still RUNNING whose trial is no longer running is closed: KILLED for a
-  failed or pruned trial, FINISHED for a complete one, with the trial's state tagged.
+* a RUNNING trial whose worker process on this machine is gone is failed as a dead worker and
+  queued to run again with the same parameters (on RDB storages, heartbeats do the same for
+  other machines);
+* an MLflow trial run still RUNNING whose trial is no longer running is closed with the status
+  of the trial's outcome (outcomes.py): the one its worker recorded, or dead-worker when it
+  recorded none.
 """
 
 from __future__ import annotations
@@ -14,31 +16,22 @@ import warnings
 from dataclasses import dataclass, field
 
 import optuna
-from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
-from pipeline.liveness import is_dead_local_worker
-from pipeline.studies import (
+from pipeline import optuna_private
+from pipeline.keys import (
+    ATTR_OUTCOME,
     ATTR_REASON,
     ATTR_RUN_ID,
     ATTR_WORKER,
-    requeue,
-    retried_numbers,
-)
-from pipeline.tracking import (
-    TAG_REASON,
     TAG_ROLE,
-    TAG_STATE,
     TAG_STUDY,
     TAG_TRIAL,
-    RunLog,
-    Tracker,
 )
-
-RUN_STATUS_FOR = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED",
-                  TrialState.FAIL: "KILLED"}
-STATE_NAMES = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned",
-               TrialState.FAIL: "failed"}
+from pipeline.liveness import is_dead_local_worker
+from pipeline.outcomes import DEAD_WORKER, dead_worker_reason, for_finished_trial
+from pipeline.studies import requeue, retried_numbers
+from pipeline.tracking import RunLog, Tracker
 
 
 @dataclass
@@ -59,21 +52,21 @@ class Reconciled:
 def reconcile(study: optuna.Study, tracker: Tracker | None,
               experiment_id: str | None) -> Reconciled:
     result = Reconciled()
-    storage = study._storage
-    if is_heartbeat_enabled(storage):
+    if optuna_private.heartbeats_enabled(optuna_private.storage_of(study)):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)  # other machines' dead workers
     retried = retried_numbers(study.get_trials(deepcopy=False))
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = trial.user_attrs.get(ATTR_WORKER, "")
-        if worker and is_dead_local_worker(worker):
-            storage.set_trial_user_attr(trial._trial_id, ATTR_REASON,
-                                        f"worker {worker} died while running it")
-            if storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
-                result.failed_trials.append(trial.number)
-                if trial.number not in retried:
-                    requeue(study, trial)
+        if not worker or not is_dead_local_worker(worker):
+            continue
+        why = {ATTR_REASON: dead_worker_reason(worker), ATTR_OUTCOME: DEAD_WORKER.name}
+        if not optuna_private.fail_dead_trial(study, trial, why):
+            continue  # another worker reconciled it first
+        result.failed_trials.append(trial.number)
+        if trial.number not in retried:
+            requeue(study, trial)
     if tracker is not None and experiment_id is not None:
         result.closed_runs = _close_orphan_runs(study, tracker, experiment_id)
     return result
@@ -89,17 +82,16 @@ def _close_orphan_runs(study: optuna.Study, tracker: Tracker, experiment_id: str
     )
     closed = []
     for run in runs:
-        number = int(run.data.tags.get(TAG_TRIAL, -1))
-        trial = trials.get(number)
+        trial = trials.get(int(run.data.tags.get(TAG_TRIAL, -1)))
         if trial is not None and trial.user_attrs.get(ATTR_RUN_ID) not in (None, run.info.run_id):
             trial = None  # a run of an earlier attempt at this number: orphaned for sure
         if trial is not None and trial.state in (TrialState.RUNNING, TrialState.WAITING):
             continue
-        state = trial.state if trial is not None else TrialState.FAIL
-        tags = {TAG_STATE: STATE_NAMES.get(state, "failed")}
-        if trial is not None and trial.user_attrs.get(ATTR_REASON):
-            tags[TAG_REASON] = trial.user_attrs[ATTR_REASON]
-        RunLog(tracker.client, run.info.run_id, experiment_id).finish(
-            RUN_STATUS_FOR.get(state, "KILLED"), tags)
+        if trial is None:
+            outcome, reason = DEAD_WORKER, "its worker died before the trial was recorded"
+        else:
+            outcome = for_finished_trial(trial.state.name, trial.user_attrs.get(ATTR_OUTCOME))
+            reason = trial.user_attrs.get(ATTR_REASON, "")
+        RunLog(tracker.client, run.info.run_id, experiment_id).close(outcome, reason)
         closed.append(run.info.run_id)
     return closed

@@ -19,24 +19,23 @@ from mlflow.exceptions import MlflowException
 
 from pipeline.data import Mnist
 from pipeline.errors import PipelineError, UsageError, first_line
-from pipeline.pyfunc import load_pyfunc
-from pipeline.studies import (
+from pipeline.keys import (
     ATTR_DATA_CHECKSUM,
     ATTR_FINGERPRINT,
     ATTR_MODEL_URI,
     ATTR_RUN_ID,
     ATTR_VAL_ACCURACY,
-    best_trial,
-    load_study,
-    open_storage,
-    resolve_study_name,
-    study_metric,
+    CHAMPION,
+    DEFAULT_MODEL_NAME,
+    TAG_STUDY,
+    TAG_TRIAL,
+    VERSION_TAG_PREFIX,
 )
-from pipeline.tracking import TAG_STUDY, TAG_TRIAL, Tracker, TrackingError
+from pipeline.pyfunc import load_pyfunc
+from pipeline.stores import require_tracking_store
+from pipeline.studies import best_trial, open_existing_study, study_metric
+from pipeline.tracking import Tracker, TrackingError
 
-DEFAULT_MODEL_NAME = "mnist-cnn"
-CHAMPION = "champion"
-TAG_PREFIX = "pipeline."
 # Lineage tags on every registered version.
 LINEAGE = ("study", "trial_number", "run_id", "val_accuracy", "test_accuracy", "data_checksum",
            "space_fingerprint", "model_uri")
@@ -74,6 +73,7 @@ class Promotion:
 
 def registry_client(tracker: Tracker | None = None) -> MlflowClient:
     """A client for the registry, checked to answer; an unreachable one is a clear error."""
+    require_tracking_store()  # a reading command must not create an empty store
     tracker = tracker or Tracker()  # a tracking server that does not answer fails here
     try:
         tracker.client.search_registered_models(max_results=1)
@@ -84,9 +84,8 @@ def registry_client(tracker: Tracker | None = None) -> MlflowClient:
 
 
 def candidate_from_study(storage_url: str, study_name: str | None) -> Candidate:
-    storage = open_storage(storage_url)
-    name = resolve_study_name(storage, study_name, storage_url)
-    study = load_study(storage, name)
+    study = open_existing_study(storage_url, study_name)
+    name = study.study_name
     best = best_trial(study)
     if best is None or ATTR_MODEL_URI not in best.user_attrs:
         raise PromotionError(f"study {name!r} has no complete trial with a logged model yet; "
@@ -133,7 +132,7 @@ def predict_digits(model_uri: str, images: np.ndarray, batch: int = 2000) -> np.
 
 
 def _tag(version, key: str, default: str = "") -> str:
-    return version.tags.get(TAG_PREFIX + key, default)
+    return version.tags.get(VERSION_TAG_PREFIX + key, default)
 
 
 def current_champion(client: MlflowClient, name: str):
@@ -169,8 +168,8 @@ def promote(candidate: Candidate, mnist: Mnist, *, client: MlflowClient,
                    "data_checksum": candidate.data_checksum,
                    "space_fingerprint": candidate.space_fingerprint,
                    "model_uri": candidate.model_uri}
-        version = mlflow.register_model(candidate.model_uri, name,
-                                        tags={TAG_PREFIX + k: v for k, v in lineage.items()})
+        tags = {VERSION_TAG_PREFIX + k: v for k, v in lineage.items()}
+        version = mlflow.register_model(candidate.model_uri, name, tags=tags)
         client.update_model_version(
             name, version.version,
             description=f"{candidate.describe()}; test accuracy {test_accuracy:.2%}")
@@ -179,7 +178,7 @@ def promote(candidate: Candidate, mnist: Mnist, *, client: MlflowClient,
         if not np.array_equal(check, predicted[:500]):
             raise PromotionError(f"{name} version {version.version} does not answer like its "
                                  "run's model; the champion is unchanged")
-        client.set_model_version_tag(name, version.version, TAG_PREFIX + "verified", "true")
+        client.set_model_version_tag(name, version.version, VERSION_TAG_PREFIX + "verified", "true")
         echo(f"registered {name} version {version.version}; it loads and answers like the run")
         new_version = True
 

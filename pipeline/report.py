@@ -16,11 +16,9 @@ import optuna
 from optuna.trial import TrialState
 
 from pipeline.errors import first_line
+from pipeline.keys import ATTR_MODEL_URI, ATTR_REASON, ATTR_RUN_ID
 from pipeline.progress import format_value
 from pipeline.studies import (
-    ATTR_MODEL_URI,
-    ATTR_REASON,
-    ATTR_RUN_ID,
     count_trials,
     study_metric,
 )

@@ -80,14 +80,22 @@ def spatial_sizes(spec: ModelSpec) -> list[int]:
     return sizes
 
 
+# Whole-number keys: (lowest, highest). The highest are far beyond any useful MNIST network; they
+# keep a typo (a billion layers) from hanging the program instead of failing in one line.
+# Widths stay open-ended enough that a network too big for memory is a trial's out-of-memory
+# outcome, not a refusal.
+ARCHITECTURE_INTS = {"depth": (1, 16), "width": (1, 1 << 20), "kernel_size": (1, 27),
+                     "convs_per_block": (1, 16), "fc_width": (0, 1 << 30),
+                     "fc_layers": (0, 16)}
+
+
 def check_spec(spec: ModelSpec) -> None:
     """Refuse, with the reason, any combination that cannot make a network for 28x28 inputs."""
-    ints = {"depth": 1, "width": 1, "kernel_size": 1, "convs_per_block": 1, "fc_width": 0,
-            "fc_layers": 0}
-    for name, low in ints.items():
+    for name, (low, high) in ARCHITECTURE_INTS.items():
         value = getattr(spec, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ArchitectureError(f"{name} must be a whole number >= {low}, got {value!r}")
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise ArchitectureError(f"{name} must be a whole number from {low} to {high:,}, "
+                                    f"got {value!r}")
     if spec.kernel_size % 2 == 0:
         k = spec.kernel_size
         raise _refuse(spec, f"kernel_size must be odd so 'same' padding is symmetric, got {k}; "
@@ -103,7 +111,7 @@ def check_spec(spec: ModelSpec) -> None:
         value = getattr(spec, name)
         if not isinstance(value, (int, float)) or not 0 <= value < 1:
             raise ArchitectureError(f"{name} must be in [0, 1), got {value!r}")
-    if spec.fc_layers > 0 and spec.fc_width < 2 ** (spec.fc_layers - 1):
+    if spec.fc_layers > 0 and spec.fc_width.bit_length() < spec.fc_layers:  # < 2^(layers-1)
         raise _refuse(spec, f"fc_width {spec.fc_width} cannot be halved into {spec.fc_layers} "
                             f"hidden layers; use fc_width >= {2 ** (spec.fc_layers - 1)}")
     sizes = spatial_sizes(spec)
@@ -208,6 +216,9 @@ def check_settings(s: TrainSettings) -> None:
 # ---------------------------------------------------------------------------------------------
 # Data
 
+TRAINING_IMAGES = 60_000  # MNIST's official training set; validation is carved out of it
+
+
 @dataclass(frozen=True)
 class DataSettings:
     """Which images a run trains and validates on. The test set is never part of it."""
@@ -215,3 +226,22 @@ class DataSettings:
     val_size: int = _field(5000, "validation images carved from the training set")
     split_seed: int = _field(0, "seed of the train/validation split")
     train_subset: int | None = _field(None, "train on only this many images (default: all)")
+
+    def __post_init__(self) -> None:
+        check_data(self)
+
+
+def _whole(value, name: str, low: int, high: int | None = None, unit: str = "") -> None:
+    fits = isinstance(value, int) and not isinstance(value, bool) and value >= low and (
+        high is None or value <= high)
+    if not fits:
+        bound = f"between {low:,} and {high:,}" if high is not None else f">= {low}"
+        raise UsageError(f"{name} must be a whole number {bound}{unit}, got {value!r}")
+
+
+def check_data(d: DataSettings) -> None:
+    _whole(d.val_size, "val_size", 1, TRAINING_IMAGES - 1)
+    _whole(d.split_seed, "split_seed", 0)
+    if d.train_subset is not None:
+        _whole(d.train_subset, "train_subset", 1, TRAINING_IMAGES - d.val_size,
+               unit=" (60,000 minus val_size)")

@@ -34,7 +34,13 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import UsageError
-from pipeline.hparams import ALL_KEYS, make_config, read_yaml_mapping, unknown_key_message
+from pipeline.hparams import (
+    ALL_KEYS,
+    as_number,
+    make_config,
+    read_yaml_mapping,
+    unknown_key_message,
+)
 from pipeline.settings import MODEL_KEYS, DataSettings
 
 SECTIONS = ("description", "cpu_fallback", "study", "data", "fixed", "presets", "params")
@@ -189,211 +195,232 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
 
 
 def parse_space(raw: dict, path: Path) -> SearchSpace:
-    where = str(path)
-
-    def fail(key: str, message: str) -> SpaceError:
-        return SpaceError(f"{where}: {key}: {message}")
-
-    def check_keys(section: dict, allowed: tuple, prefix: str) -> None:
-        if not isinstance(section, dict):
-            raise fail(prefix, f"expected a mapping, got {type(section).__name__}")
-        for key in section:
-            if key not in allowed:
-                raise fail(f"{prefix}.{key}" if prefix else str(key),
-                           f"unknown key; expected one of {', '.join(allowed)}")
-
-    check_keys(raw, SECTIONS, "")
-    if "params" not in raw or not raw["params"]:
-        raise fail("params", "missing; a search space needs at least one parameter to search")
-
-    study = raw.get("study") or {}
-    check_keys(study, STUDY_KEYS, "study")
-    metric = study.get("metric", "val_accuracy")
-    if metric not in METRICS:
-        raise fail("study.metric", f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
-    sampler = _study_part(study.get("sampler"), "sampler", SAMPLER_DEFAULTS, SAMPLERS,
-                          {"seed": 0, "n_startup_trials": 0}, check_keys, fail)
-    pruner = _study_part(study.get("pruner"), "pruner", PRUNER_DEFAULTS, PRUNERS,
-                         {"n_startup_trials": 0, "n_warmup_steps": 0, "interval_steps": 1},
-                         check_keys, fail)
-
-    data_raw = raw.get("data") or {}
-    check_keys(data_raw, DATA_KEYS, "data")
-    data = make_config(data_raw, where=f"{where}: data").data
-    if not 1 <= data.val_size < 60_000:
-        raise fail("data.val_size", f"must be between 1 and 59999, got {data.val_size}")
-    if data.train_subset is not None and not 1 <= data.train_subset <= 60_000 - data.val_size:
-        raise fail("data.train_subset", f"must be between 1 and {60_000 - data.val_size} "
-                                        f"(60,000 minus val_size), got {data.train_subset}")
-
-    fixed = raw.get("fixed") or {}
-    if not isinstance(fixed, dict):
-        raise fail("fixed", "expected a mapping of hyperparameters to values")
-    for key in fixed:
-        if key in DATA_KEYS:
-            raise fail(f"fixed.{key}", "data keys belong in the data section")
-        if key not in ALL_KEYS:
-            raise SpaceError(unknown_key_message(key, f"{where}: fixed"))
-    make_config(fixed, where=f"{where}: fixed")
-
-    presets = _parse_presets(raw.get("presets") or {}, fixed, where, fail)
-    params = _parse_params(raw["params"], presets, where, fail)
+    """A space file's mapping -> a checked SearchSpace; any problem is one SpaceError naming
+    the file, the key and the fix."""
+    parse = _Parser(str(path))
+    parse.keys(raw, SECTIONS, "")
+    if not raw.get("params"):
+        raise parse.fail("params", "missing; a search space needs at least one parameter to "
+                                   "search")
+    metric, sampler, pruner = parse.study(raw.get("study") or {})
+    data = parse.data(raw.get("data") or {})
+    fixed = parse.fixed(raw.get("fixed") or {})
+    presets = parse.presets(raw.get("presets") or {}, fixed)
+    params = parse.params(raw["params"], presets)
     if sampler["type"] == "grid" and any(p.type == "float" for p in params):
         floats = [p.name for p in params if p.type == "float"]
-        raise fail("study.sampler.type", f"the grid sampler needs int or categorical "
-                                         f"parameters; {', '.join(floats)} are floats")
-
+        raise parse.fail("study.sampler.type", f"the grid sampler needs int or categorical "
+                                               f"parameters; {', '.join(floats)} are floats")
     fallback = raw.get("cpu_fallback")
     if fallback is not None and not isinstance(fallback, str):
-        raise fail("cpu_fallback", "expected the name or path of another space file")
+        raise parse.fail("cpu_fallback", "expected the name or path of another space file")
     space = SearchSpace(
         name=path.stem, path=path, description=str(raw.get("description") or "").strip(),
         metric=metric, direction=METRICS[metric], sampler=sampler, pruner=pruner, data=data,
         fixed=fixed, presets=presets, params=params, cpu_fallback=fallback,
     )
-    _check_every_value(space, fail)
-    _check_every_architecture(space, fail)
+    _check_every_value(space, parse.fail)
+    _check_every_architecture(space, parse.fail)
     return space
 
 
-def _study_part(raw, name: str, defaults: dict, kinds: tuple, minimums: dict[str, int],
-                check_keys, fail) -> dict:
-    """``study.sampler`` or ``study.pruner``: defaults filled in, keys, type and numbers checked.
-    The defaults name every key the part may have."""
-    part = {**defaults, **(raw or {})}
-    check_keys(part, tuple(defaults), f"study.{name}")
-    if part["type"] not in kinds:
-        raise fail(f"study.{name}.type",
-                   f"unknown {name} {part['type']!r}; use one of {', '.join(kinds)}")
-    for key, low in minimums.items():
-        _need_int(part, key, low, f"study.{name}", fail)
-    return part
+class _Parser:
+    """Reads the sections of one space file; every error names the file and the key."""
 
+    def __init__(self, where: str) -> None:
+        self.where = where
 
-def _need_int(section: dict, key: str, low: int, prefix: str, fail) -> None:
-    value = section[key]
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise fail(f"{prefix}.{key}", f"must be a whole number >= {low}, got {value!r}")
+    def fail(self, key: str, message: str) -> SpaceError:
+        return SpaceError(f"{self.where}: {key}: {message}")
 
+    def keys(self, section, allowed: tuple, prefix: str) -> None:
+        if not isinstance(section, dict):
+            raise self.fail(prefix, f"expected a mapping, got {type(section).__name__}")
+        for key in section:
+            if key not in allowed:
+                raise self.fail(f"{prefix}.{key}" if prefix else str(key),
+                                f"unknown key; expected one of {', '.join(allowed)}")
 
-def _parse_presets(raw: dict, fixed: dict, where: str, fail) -> dict:
-    if not isinstance(raw, dict):
-        raise fail("presets", "expected a mapping of group name to named bundles")
-    presets = {}
-    for group, bundles in raw.items():
-        if group in ALL_KEYS:
-            raise fail(f"presets.{group}", "a preset group cannot share a hyperparameter's name")
-        if not isinstance(bundles, dict) or not bundles:
-            raise fail(f"presets.{group}", "expected a mapping of bundle name to hyperparameters")
-        for bundle, values in bundles.items():
-            if not isinstance(values, dict):
-                raise fail(f"presets.{group}.{bundle}", "expected a mapping of hyperparameters")
-            for key in values:
-                if key not in ALL_KEYS or key in DATA_KEYS:
-                    raise SpaceError(
-                        unknown_key_message(key, f"{where}: presets.{group}.{bundle}"))
-            make_config({**fixed, **values}, where=f"{where}: presets.{group}.{bundle}")
-        presets[group] = {str(name): dict(values) for name, values in bundles.items()}
-    return presets
+    def study(self, study) -> tuple[str, dict, dict]:
+        self.keys(study, STUDY_KEYS, "study")
+        metric = study.get("metric", "val_accuracy")
+        if metric not in METRICS:
+            raise self.fail("study.metric", f"unknown metric {metric!r}; use one of "
+                                            f"{', '.join(METRICS)}")
+        sampler = self.study_part(study.get("sampler"), "sampler", SAMPLER_DEFAULTS, SAMPLERS,
+                                  {"seed": 0, "n_startup_trials": 0})
+        pruner = self.study_part(study.get("pruner"), "pruner", PRUNER_DEFAULTS, PRUNERS,
+                                 {"n_startup_trials": 0, "n_warmup_steps": 0,
+                                  "interval_steps": 1})
+        return metric, sampler, pruner
 
+    def study_part(self, raw, name: str, defaults: dict, kinds: tuple,
+                   minimums: dict[str, int]) -> dict:
+        """``study.sampler`` or ``study.pruner``: defaults filled in, keys, type and numbers
+        checked. The defaults name every key the part may have."""
+        if raw is not None and not isinstance(raw, dict):
+            raise self.fail(f"study.{name}", f"expected a mapping, got {type(raw).__name__}")
+        part = {**defaults, **(raw or {})}
+        self.keys(part, tuple(defaults), f"study.{name}")
+        if part["type"] not in kinds:
+            raise self.fail(f"study.{name}.type",
+                            f"unknown {name} {part['type']!r}; use one of {', '.join(kinds)}")
+        for key, low in minimums.items():
+            value = part[key]
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise self.fail(f"study.{name}.{key}",
+                                f"must be a whole number >= {low}, got {value!r}")
+        return part
 
-def _parse_params(raw: dict, presets: dict, where: str, fail) -> tuple[ParamSpec, ...]:
-    if not isinstance(raw, dict):
-        raise fail("params", "expected a mapping of hyperparameter to its range")
-    specs: list[ParamSpec] = []
-    for name, entry in raw.items():
+    def data(self, raw) -> DataSettings:
+        self.keys(raw, DATA_KEYS, "data")
+        return make_config(raw, where=f"{self.where}: data").data  # the settings check ranges
+
+    def fixed(self, fixed) -> dict:
+        if not isinstance(fixed, dict):
+            raise self.fail("fixed", "expected a mapping of hyperparameters to values")
+        for key in fixed:
+            if key in DATA_KEYS:
+                raise self.fail(f"fixed.{key}", "data keys belong in the data section")
+            if key not in ALL_KEYS:
+                raise SpaceError(unknown_key_message(key, f"{self.where}: fixed"))
+        make_config(fixed, where=f"{self.where}: fixed")
+        return fixed
+
+    def presets(self, raw, fixed: dict) -> dict:
+        if not isinstance(raw, dict):
+            raise self.fail("presets", "expected a mapping of group name to named bundles")
+        presets = {}
+        for group, bundles in raw.items():
+            if group in ALL_KEYS:
+                raise self.fail(f"presets.{group}",
+                                "a preset group cannot share a hyperparameter's name")
+            if not isinstance(bundles, dict) or not bundles:
+                raise self.fail(f"presets.{group}",
+                                "expected a mapping of bundle name to hyperparameters")
+            for bundle, values in bundles.items():
+                self.bundle(f"presets.{group}.{bundle}", values, fixed)
+            presets[str(group)] = {str(name): dict(values) for name, values in bundles.items()}
+        return presets
+
+    def bundle(self, key: str, values, fixed: dict) -> None:
+        if not isinstance(values, dict):
+            raise self.fail(key, "expected a mapping of hyperparameters")
+        for name in values:
+            if name not in ALL_KEYS or name in DATA_KEYS:
+                raise SpaceError(unknown_key_message(name, f"{self.where}: {key}"))
+        make_config({**fixed, **values}, where=f"{self.where}: {key}")
+
+    def params(self, raw, presets: dict) -> tuple[ParamSpec, ...]:
+        if not isinstance(raw, dict):
+            raise self.fail("params", "expected a mapping of hyperparameter to its range")
+        specs: list[ParamSpec] = []
+        for name, entry in raw.items():
+            specs.append(self.param(str(name), entry, specs, presets))
+        return tuple(specs)
+
+    def param(self, name: str, entry, earlier: list[ParamSpec], presets: dict) -> ParamSpec:
         key = f"params.{name}"
         if name in DATA_KEYS:
-            raise fail(key, "data keys cannot be searched: trials must share one validation set")
+            raise self.fail(key, "data keys cannot be searched: trials must share one "
+                                 "validation set")
         if name not in ALL_KEYS and name not in presets:
-            raise SpaceError(unknown_key_message(name, f"{where}: params"))
+            raise SpaceError(unknown_key_message(name, f"{self.where}: params"))
         if not isinstance(entry, dict):
-            raise fail(key, "expected a mapping like {type: float, low: 0.0, high: 0.5}")
-        for k in entry:
-            if k not in PARAM_KEYS:
-                raise fail(f"{key}.{k}", f"unknown key; expected one of {', '.join(PARAM_KEYS)}")
+            raise self.fail(key, "expected a mapping like {type: float, low: 0.0, high: 0.5}")
+        self.keys(entry, PARAM_KEYS, key)
         kind = entry.get("type")
         if kind not in PARAM_TYPES:
-            raise fail(f"{key}.type", f"must be one of {', '.join(PARAM_TYPES)}, got {kind!r}")
-        when = _parse_when(entry.get("when"), specs, key, fail)
+            raise self.fail(f"{key}.type", f"must be one of {', '.join(PARAM_TYPES)}, "
+                                           f"got {kind!r}")
+        when = self.when(entry.get("when"), earlier, key)
         if name in presets and kind != "categorical":
-            raise fail(f"{key}.type", "a preset group is chosen with type: categorical")
+            raise self.fail(f"{key}.type", "a preset group is chosen with type: categorical")
         if kind == "categorical":
-            choices = entry.get("choices")
-            if not isinstance(choices, list) or not choices:
-                raise fail(f"{key}.choices", "a categorical parameter needs a non-empty list")
-            for extra in ("low", "high", "step", "log"):
-                if extra in entry:
-                    raise fail(f"{key}.{extra}", "categorical parameters take choices only")
-            for choice in choices:
-                if not isinstance(choice, (str, int, float, bool)) or choice is None:
-                    raise fail(f"{key}.choices", f"choices must be plain values, got {choice!r}")
-            if len(set(map(repr, choices))) != len(choices):
-                raise fail(f"{key}.choices", "choices repeat a value")
-            if name in presets:
-                unknown = [c for c in choices if str(c) not in presets[name]]
-                if unknown:
-                    raise fail(f"{key}.choices", f"{unknown[0]!r} is not a preset of "
-                                                 f"{name}; presets: {', '.join(presets[name])}")
-            specs.append(ParamSpec(name, kind, choices=tuple(choices), when=when))
-            continue
+            return self.categorical(name, entry, when, presets.get(name))
+        return self.numeric(name, kind, entry, when)
+
+    def categorical(self, name: str, entry: dict, when: dict,
+                    bundles: dict | None) -> ParamSpec:
+        key = f"params.{name}"
+        choices = entry.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise self.fail(f"{key}.choices", "a categorical parameter needs a non-empty list")
+        for extra in ("low", "high", "step", "log"):
+            if extra in entry:
+                raise self.fail(f"{key}.{extra}", "categorical parameters take choices only")
+        for choice in choices:
+            if not isinstance(choice, (str, int, float, bool)):
+                raise self.fail(f"{key}.choices", f"choices must be plain values, got {choice!r}")
+        if len(set(map(repr, choices))) != len(choices):
+            raise self.fail(f"{key}.choices", "choices repeat a value")
+        if bundles is not None:
+            unknown = [c for c in choices if str(c) not in bundles]
+            if unknown:
+                raise self.fail(f"{key}.choices", f"{unknown[0]!r} is not a preset of {name}; "
+                                                  f"presets: {', '.join(bundles)}")
+        return ParamSpec(name, "categorical", choices=tuple(choices), when=when)
+
+    def numeric(self, name: str, kind: str, entry: dict, when: dict) -> ParamSpec:
+        key = f"params.{name}"
         if "choices" in entry:
-            raise fail(f"{key}.choices", f"{kind} parameters take low and high, not choices")
-        for bound in ("low", "high"):
-            value = entry.get(bound)
-            if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
-                try:
-                    value = float(value)
-                except ValueError:
-                    pass
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise fail(f"{key}.{bound}", f"must be a number, got {value!r}")
-            if kind == "int" and not float(value).is_integer():
-                raise fail(f"{key}.{bound}", f"must be a whole number for an int, got {value!r}")
-            entry = {**entry, bound: int(value) if kind == "int" else float(value)}
-        low, high = entry["low"], entry["high"]
+            raise self.fail(f"{key}.choices", f"{kind} parameters take low and high, not "
+                                              "choices")
+        low, high = (self.bound(key, bound, entry.get(bound), kind) for bound in ("low", "high"))
         if low > high:
-            raise fail(key, f"low {low:g} is above high {high:g}; swap them")
+            raise self.fail(key, f"low {low:g} is above high {high:g}; swap them")
         log = entry.get("log", False)
         if not isinstance(log, bool):
-            raise fail(f"{key}.log", f"must be true or false, got {log!r}")
-        step = entry.get("step")
-        if step is not None:
-            if log:
-                raise fail(f"{key}.step", "Optuna cannot combine step with log; drop one")
-            if isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0:
-                raise fail(f"{key}.step", f"must be a positive number, got {step!r}")
-            if kind == "int" and not float(step).is_integer():
-                raise fail(f"{key}.step", f"must be a whole number for an int, got {step!r}")
-            span = (high - low) / step
-            if not math.isclose(span, round(span), abs_tol=1e-9):
-                raise fail(f"{key}.step", f"high - low ({high - low:g}) must be a multiple of "
-                                          f"step {step:g}")
+            raise self.fail(f"{key}.log", f"must be true or false, got {log!r}")
         if log and low <= 0:
-            raise fail(f"{key}.low", f"a log range must start above 0, got {low:g}")
-        specs.append(ParamSpec(name, kind, low=low, high=high, step=step, log=log, when=when))
-    return tuple(specs)
+            raise self.fail(f"{key}.low", f"a log range must start above 0, got {low:g}")
+        step = self.step(key, entry.get("step"), kind, log, low, high)
+        return ParamSpec(name, kind, low=low, high=high, step=step, log=log, when=when)
 
+    def bound(self, key: str, bound: str, value, kind: str) -> int | float:
+        number = as_number(value)
+        if number is None or not math.isfinite(number):
+            raise self.fail(f"{key}.{bound}", f"must be a number, got {value!r}")
+        if kind == "int" and not float(number).is_integer():
+            raise self.fail(f"{key}.{bound}", f"must be a whole number for an int, got {value!r}")
+        return int(number) if kind == "int" else float(number)
 
-def _parse_when(raw, earlier: list[ParamSpec], key: str, fail) -> dict[str, tuple]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict) or not raw:
-        raise fail(f"{key}.when", "expected a mapping like {optimizer: [sgd, rmsprop]}")
-    by_name = {p.name: p for p in earlier}
-    when = {}
-    for other, values in raw.items():
-        values = values if isinstance(values, list) else [values]
-        spec = by_name.get(other)
-        if spec is None or spec.type != "categorical":
-            raise fail(f"{key}.when.{other}", "must name a categorical parameter declared "
-                                              "above this one")
-        unknown = [v for v in values if v not in spec.choices]
-        if unknown:
-            raise fail(f"{key}.when.{other}", f"{unknown[0]!r} is not one of {other}'s choices "
-                                              f"({', '.join(map(str, spec.choices))})")
-        when[other] = tuple(values)
-    return when
+    def step(self, key: str, step, kind: str, log: bool, low, high) -> int | float | None:
+        if step is None:
+            return None
+        if log:
+            raise self.fail(f"{key}.step", "Optuna cannot combine step with log; drop one")
+        number = as_number(step)
+        if number is None or not math.isfinite(number) or number <= 0:
+            raise self.fail(f"{key}.step", f"must be a positive number, got {step!r}")
+        if kind == "int" and not float(number).is_integer():
+            raise self.fail(f"{key}.step", f"must be a whole number for an int, got {step!r}")
+        span = (high - low) / number
+        if not math.isclose(span, round(span), abs_tol=1e-9):
+            raise self.fail(f"{key}.step", f"high - low ({high - low:g}) must be a multiple of "
+                                           f"step {number:g}")
+        return int(number) if kind == "int" else float(number)
+
+    def when(self, raw, earlier: list[ParamSpec], key: str) -> dict[str, tuple]:
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict) or not raw:
+            raise self.fail(f"{key}.when", "expected a mapping like {optimizer: [sgd, rmsprop]}")
+        by_name = {p.name: p for p in earlier}
+        when = {}
+        for other, values in raw.items():
+            values = values if isinstance(values, list) else [values]
+            spec = by_name.get(other)
+            if spec is None or spec.type != "categorical":
+                raise self.fail(f"{key}.when.{other}", "must name a categorical parameter "
+                                                       "declared above this one")
+            unknown = [v for v in values if v not in spec.choices]
+            if unknown:
+                raise self.fail(f"{key}.when.{other}",
+                                f"{unknown[0]!r} is not one of {other}'s choices "
+                                f"({', '.join(map(str, spec.choices))})")
+            when[str(other)] = tuple(values)
+        return when
 
 
 def _check_every_value(space: SearchSpace, fail) -> None:

@@ -6,40 +6,27 @@ import json
 import os
 import warnings
 from dataclasses import dataclass
+from datetime import datetime
 
 import optuna
 from optuna.trial import TrialState
 
 from pipeline.errors import UsageError, first_line
+from pipeline.keys import (
+    ATTR_FINGERPRINT,
+    ATTR_SAMPLER,
+    ATTR_SPACE,
+    ATTR_SPACE_FILE,
+    ATTR_SPACE_HISTORY,
+    SYS_FAILED_TRIAL,
+    SYS_RETRY_HISTORY,
+)
 from pipeline.space import SearchSpace, describe_change
+from pipeline.stores import require_study_store
 
 STORAGE_ENV = "PIPELINE_STORAGE"
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 SQLITE_BUSY_SECONDS = 60
-
-# Study user attributes written by `pipeline search`.
-ATTR_FINGERPRINT = "space_fingerprint"
-ATTR_SPACE = "space"
-ATTR_SPACE_FILE = "space_file"
-ATTR_SPACE_HISTORY = "space_history"
-ATTR_SAMPLER = "sampler"
-ATTR_EXPERIMENT = "mlflow_experiment_id"
-ATTR_PARENT_RUN = "mlflow_parent_run_id"
-ATTR_DATA_CHECKSUM = "data_checksum"
-ATTR_TARGET = "target_trials"
-ATTR_HEARTBEAT = "heartbeat"  # {"interval": s, "grace": s}: how workers judge each other
-
-# Trial user attributes.
-ATTR_RUN_ID = "mlflow_run_id"
-ATTR_WORKER = "worker"
-ATTR_REASON = "reason"
-ATTR_PRUNED_EPOCH = "pruned_epoch"
-ATTR_INTERRUPTED = "interrupted"
-ATTR_MODEL_URI = "model_uri"
-ATTR_VAL_ACCURACY = "val_accuracy"  # whatever the study's metric, promotion reports this
-ATTR_TRAIN_SECONDS = "train_seconds"
-ATTR_OVERHEAD_SECONDS = "overhead_seconds"
-
 
 class StudyError(UsageError):
     """A study that does not exist, or cannot be resumed as asked."""
@@ -59,8 +46,15 @@ def journal_path(url: str) -> str:
 
 
 def open_storage(url: str, *, heartbeat_interval: int | None = None,
-                 grace_period: int | None = None) -> optuna.storages.BaseStorage:
-    """An Optuna storage for ``url``; RDB storages get heartbeats and stale-trial retries."""
+                 grace_period: int | None = None,
+                 must_exist: bool = False) -> optuna.storages.BaseStorage:
+    """An Optuna storage for ``url``; RDB storages get heartbeats and stale-trial retries.
+
+    ``must_exist``: for commands that only read, a SQLite or journal file that is not there is
+    an error, not a new empty file.
+    """
+    if must_exist:
+        require_study_store(url, redact(url))
     if is_journal(url):
         from optuna.storages.journal import JournalFileBackend
 
@@ -68,6 +62,7 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None,
     if "://" not in url:
         raise UsageError(f"storage {url!r} is not a database URL; use e.g. sqlite:///optuna.db, "
                          "postgresql://user@host/db or journal:///path/optuna.journal")
+    _require_driver(url)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         kwargs: dict = {}
@@ -85,13 +80,33 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None,
             )
         try:
             return optuna.storages.RDBStorage(url, **kwargs)
-        except ModuleNotFoundError as e:
-            hint = " (pip install 'pipeline[postgres]')" if "psycopg" in str(e) else ""
-            raise UsageError(f"cannot open storage {redact(url)}: missing driver "
-                             f"{e.name}{hint}") from None
         except Exception as e:  # noqa: BLE001 - SQLAlchemy reports bad URLs in many types
             raise UsageError(f"cannot open storage {redact(url)}: "
                              f"{first_line(e)}") from None
+
+
+def _require_driver(url: str) -> None:
+    """A database URL whose Python driver is missing is one line naming what to install (Optuna
+    would say "Please install appropriate one")."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        dialect = make_url(url).get_dialect()
+    except Exception as e:  # noqa: BLE001 - SQLAlchemy reports bad URLs in many types
+        raise UsageError(f"storage {redact(url)} is not a database URL SQLAlchemy knows "
+                         f"({first_line(e)}); use e.g. sqlite:///optuna.db or "
+                         "postgresql://user@host/db") from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as e:
+        module = e.name or dialect.driver
+        if dialect.name == "postgresql":
+            hint = ('pip install -e ".[postgres]" (psycopg 3), and write postgresql://…'
+                    if dialect.driver != "psycopg" else 'pip install -e ".[postgres]"')
+        else:
+            hint = f"install the Python module {module} (a {dialect.name} driver)"
+        raise UsageError(f"cannot open storage {redact(url)}: its database driver ({module}) is "
+                         f"not installed; {hint}") from None
 
 
 def share_between_processes(storage: optuna.storages.BaseStorage) -> None:
@@ -109,14 +124,18 @@ def redact(url: str) -> str:
         return url
     scheme, rest = url.split("://", 1)
     credentials, host = rest.rsplit("@", 1)
+    if ":" not in credentials:
+        return url  # a user name and no password
     user = credentials.split(":", 1)[0]
     return f"{scheme}://{user}:***@{host}"
 
 
 def study_names(storage) -> list[str]:
-    summaries = optuna.get_all_study_summaries(storage=storage, include_best_trial=False)
-    ordered = sorted(summaries, key=lambda s: (s.datetime_start is not None, s.datetime_start
-                                               or 0, s._study_id))
+    """Study names, oldest first: by first trial's start, studies without trials first, ties in
+    creation order (summaries sort by creation; the second sort is stable)."""
+    summaries = sorted(optuna.get_all_study_summaries(storage=storage, include_best_trial=False))
+    ordered = sorted(summaries, key=lambda s: (s.datetime_start is not None,
+                                               s.datetime_start or datetime.min))
     return [s.study_name for s in ordered]
 
 
@@ -138,6 +157,13 @@ def load_study(storage, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
 
 
+def open_existing_study(url: str, name: str | None, **storage_options) -> optuna.Study:
+    """The study ``name`` (default: the most recent) for a command that reads it: a storage
+    file that is not there, or a study that is not in it, is one error and writes nothing."""
+    storage = open_storage(url, must_exist=True, **storage_options)
+    return load_study(storage, resolve_study_name(storage, name, url))
+
+
 def study_metric(study: optuna.Study, default: str = "val_accuracy") -> str:
     """The metric the study optimises, as its search space recorded it."""
     return json.loads(study.user_attrs.get(ATTR_SPACE, "{}")).get("metric", default)
@@ -150,10 +176,19 @@ def _tpe_options(space: SearchSpace) -> dict:
             "group": any(p.when for p in space.params), "constant_liar": True}
 
 
+class GridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler for ask-and-tell: after a trial, Optuna's would call study.stop()
+    once the grid is used up, which is allowed only inside study.optimize. The search asks
+    is_exhausted() itself before it claims a trial (search.claim_next_trial)."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        pass
+
+
 def make_sampler(space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
     kind = space.sampler["type"]
     if kind == "grid":
-        return optuna.samplers.GridSampler(space.grid(), seed=seed)
+        return GridSampler(space.grid(), seed=seed)
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     with warnings.catch_warnings():
@@ -299,7 +334,7 @@ class TrialCounts:
 
 def retried_numbers(trials) -> set[int]:
     """Numbers of trials that a later trial re-runs (its retry history names them)."""
-    return {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    return {n for t in trials for n in t.system_attrs.get(SYS_RETRY_HISTORY, [])}
 
 
 def count_trials(study: optuna.Study) -> TrialCounts:
@@ -325,11 +360,11 @@ def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     """
     if not trial.params:
         return  # interrupted before anything was sampled: a fresh trial will do
-    history = [*trial.system_attrs.get("retry_history", []), trial.number]
+    history = [*trial.system_attrs.get(SYS_RETRY_HISTORY, []), trial.number]
     study.add_trial(optuna.trial.create_trial(
         state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
-        system_attrs={"failed_trial": trial.system_attrs.get("failed_trial", trial.number),
-                      "retry_history": history},
+        system_attrs={SYS_FAILED_TRIAL: trial.system_attrs.get(SYS_FAILED_TRIAL, trial.number),
+                      SYS_RETRY_HISTORY: history},
     ))
 
 

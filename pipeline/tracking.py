@@ -2,8 +2,8 @@
 
 The project owns this bridge (``optuna_integration.MLflowCallback`` is deprecated and gets trial and
 run lifecycles wrong): one experiment per study, one parent run per study, one nested child run
-per trial opened when the trial starts and closed with a status that matches the trial
-(complete -> FINISHED, pruned -> KILLED, failed -> FAILED). Every call names its run id through
+per trial opened when the trial starts and closed with a status that matches the trial's outcome
+(outcomes.py). Tag names are in keys.py. Every call names its run id through
 an ``MlflowClient``, so nothing depends on MLflow's per-thread "active run".
 """
 
@@ -29,21 +29,9 @@ import pipeline
 from pipeline.diagnostics import Diagnostics, confusion_figure, mistakes_image
 from pipeline.errors import PipelineError, first_line
 from pipeline.model import DigitReader
+from pipeline.outcomes import Outcome
 from pipeline.settings import ModelSpec
 from pipeline.train import EpochStats
-
-# Tags that tie runs to studies and trials; the registry and reconcile steps read them back.
-TAG_ROLE = "pipeline.role"  # "study", "trial" or "train"
-TAG_STUDY = "pipeline.study"
-TAG_STORAGE = "pipeline.storage"
-TAG_TRIAL = "pipeline.trial_number"
-TAG_TRIAL_ID = "pipeline.optuna_trial_id"
-TAG_STATE = "pipeline.state"  # "complete", "pruned", "failed", "interrupted"
-TAG_PRUNED_EPOCH = "pipeline.pruned_epoch"
-TAG_REASON = "pipeline.reason"  # why a trial was pruned, failed or interrupted
-TAG_SAMPLED = "pipeline.sampled_params"
-TAG_WORKER = "pipeline.worker"
-TAG_RETRY_OF = "pipeline.retry_of"  # the trial number a retried trial runs again
 
 # MLflow 3's UI opens an experiment in its GenAI view unless told this kind; ours train models.
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
@@ -209,6 +197,11 @@ class RunLog:
                       "output": "int64 (N,) predicted digits"},
         )
         return info.model_uri
+
+    def close(self, outcome: Outcome, reason: str = "",
+              pruned_epoch: int | None = None) -> None:
+        """Close the run with the status and tags of ``outcome`` (outcomes.py)."""
+        self.finish(outcome.run_status, outcome.tags(reason, pruned_epoch))
 
     def finish(self, status: str, tags: dict[str, Any] | None = None) -> None:
         """Wait for background metric batches, tag the outcome, and close the run."""

@@ -20,16 +20,8 @@ from torch import nn
 
 from pipeline.augment import random_affine
 from pipeline.data import DataSplits, Split
-from pipeline.errors import DeviceError
+from pipeline.errors import DeviceError, NonFiniteLossError
 from pipeline.settings import GRAPH_OPTIMIZERS, TrainSettings
-
-
-class NonFiniteLossError(Exception):
-    """Training diverged: the loss became NaN or infinite. A search prunes such a trial."""
-
-    def __init__(self, epoch: int, lr: float) -> None:
-        super().__init__(f"loss became non-finite in epoch {epoch} (learning rate {lr:.3g})")
-        self.epoch = epoch
 
 
 @dataclass(frozen=True)

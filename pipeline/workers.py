@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 
 from pipeline.data import ensure_mnist
 from pipeline.errors import PipelineError
+from pipeline.outcomes import STUDY_FAILED
 from pipeline.progress import SearchProgress
 from pipeline.search import (
     SearchOutcome,
@@ -166,8 +167,7 @@ def run_workers(req: SearchRequest, *, echo=print) -> SearchOutcome:
     failed = [(i, p.returncode) for i, p in enumerate(processes) if p.returncode != 0]
     if failed:
         if count_trials(session.study).running == 0:
-            session.parent.finish("FAILED", {"pipeline.state": "failed"})
-        session.lock.close()
+            session.parent.close(STUDY_FAILED)
         details = ", ".join(f"worker {i} exited {code}" for i, code in failed)
         raise WorkerFailed(f"{details}; the others finished; run the same command to resume")
     files = close_search(session, echo=echo)

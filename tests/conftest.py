@@ -7,7 +7,22 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.cli import configure_environment
 from pipeline.data import Mnist, load_mnist, split_train_val
+from pipeline.settings import DataSettings
+
+# In-process commands (helpers.invoke) run with the defaults the real program sets.
+configure_environment()
+
+
+@pytest.fixture(autouse=True)
+def _forget_mlflow_globals():
+    """Logging a model sets MLflow's global tracking URI (and exports it to the environment):
+    after each test, the next starts from nothing, whatever store the last one used."""
+    yield
+    import mlflow
+
+    mlflow.set_tracking_uri(None)
 
 
 @pytest.fixture(scope="session")
@@ -19,7 +34,7 @@ def mnist() -> Mnist:
 @pytest.fixture(scope="session")
 def small_data(mnist):
     """2,000 training and 1,000 validation images: enough to learn, fast on a CPU."""
-    return split_train_val(mnist, val_size=1000, train_subset=2000)
+    return split_train_val(mnist, DataSettings(val_size=1000, train_subset=2000))
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""Helpers for tests that run the real `pipeline` program."""
+"""Running `pipeline` the ways the tests need: in this process (click's CliRunner: most tests) and
+as a real process (what only a process shows: exit status, signals, no traceback on stderr)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +25,31 @@ class Result:
 
 
 # Variables that would point a test's program at some other store than its own folder.
-_STORE_VARIABLES = ("MLFLOW_TRACKING_URI", "PIPELINE_STORAGE", "MLFLOW_REGISTRY_URI")
+_STORE_VARIABLES = ("MLFLOW_TRACKING_URI", "PIPELINE_STORAGE", "MLFLOW_REGISTRY_URI",
+                    "PIPELINE_WORKERS")
+
+
+def invoke(*args: str, cwd: Path, env: dict | None = None) -> Result:
+    """Run a `pipeline` command in this process, in folder ``cwd`` with its default stores, as
+    the real program would run it (the same group and error handling; no interpreter start-up).
+    An exception that is not a user error escapes into the test, traceback and all."""
+    import mlflow
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    variables = {name: None for name in _STORE_VARIABLES}  # None: unset while it runs
+    variables.update(env or {})
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        result = CliRunner().invoke(cli, list(args), env=variables, catch_exceptions=False)
+    finally:
+        os.chdir(old)
+        # MLflow keeps the last tracking URI in a global and exports it to the environment:
+        # the next command, in another folder, must start from nothing again.
+        mlflow.set_tracking_uri(None)
+    return Result(result.exit_code, result.stdout, result.stderr)
 
 
 def cli_env(env: dict | None = None) -> dict:
@@ -31,40 +57,19 @@ def cli_env(env: dict | None = None) -> dict:
     return {**clean, "PYTHONUNBUFFERED": "1", **(env or {})}
 
 
-def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None,
-            timeout: float = 600) -> Result:
-    """Run the real `pipeline` program in a subprocess, as a user would, with the stores of
-    ``cwd`` (MLflow's and Optuna's defaults in the working folder)."""
-    # Its own process group: on a timeout the whole group goes, so no worker it started can
-    # keep the output pipes (and this test) hanging.
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=cwd, env=cli_env(env),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-        raise AssertionError(f"`pipeline {' '.join(args)}` took over {timeout}s; its output:\n"
-                             f"{stdout[-3000:]}\n{stderr[-3000:]}") from None
-    return Result(proc.returncode, stdout, stderr)
-
-
 class Background:
-    """A program running in the background, its output going to files.
+    """A real process, its output going to files (a pipe nobody reads fills up, and the
+    program blocks on its next write). It runs in its own process group, so stopping it stops
+    everything it started."""
 
-    Never a pipe: a pipe nobody reads fills up (a server's access log does in seconds) and the
-    program blocks on its next write.
-    """
-
-    def __init__(self, command: list[str], *, cwd: Path, env: dict, name: str) -> None:
-        import tempfile
-
+    def __init__(self, command: list[str], *, cwd: Path | None, env: dict, name: str,
+                 preexec_fn=None) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix=f"{name}-"))
         self._out = open(self.folder / "stdout", "w")
         self._err = open(self.folder / "stderr", "w")
         self.proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=self._out,
-                                     stderr=self._err, text=True, start_new_session=True)
+                                     stderr=self._err, text=True, start_new_session=True,
+                                     preexec_fn=preexec_fn)
         self.pid = self.proc.pid
 
     @property
@@ -111,10 +116,19 @@ class Background:
             self.proc.wait()
 
 
-def start_cli(*args: str, cwd: Path, env: dict | None = None) -> Background:
-    """Start the real program in the background (for tests that interrupt or kill it)."""
+def start_cli(*args: str, cwd: Path, env: dict | None = None, preexec_fn=None) -> Background:
+    """The real program, started in the background (for tests that interrupt or kill it)."""
     return Background([sys.executable, "-m", "pipeline", *args], cwd=cwd, env=cli_env(env),
-                      name="pipeline")
+                      name="pipeline", preexec_fn=preexec_fn)
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None,
+            timeout: float = 600) -> Result:
+    """The real program, run to its end, with the stores of ``cwd``: for what only a process
+    shows (its exit status, stderr with no traceback, signals)."""
+    proc = start_cli(*args, cwd=cwd or Path.cwd(), env=env)
+    stdout, stderr = proc.communicate(timeout=timeout)
+    return Result(proc.returncode, stdout, stderr)
 
 
 def start_server(command: list[str], *, cwd: Path, env: dict | None = None,
@@ -137,10 +151,39 @@ def wait_for(predicate, *, timeout: float = 180, interval: float = 0.25, what: s
     raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
 
 
+def wait_for_http(url: str, *, server: Background | None = None, timeout: float = 180,
+                  what: str = "") -> None:
+    """Wait until ``url`` answers 200; a ``server`` that exits first fails the test with its
+    stderr."""
+    import requests
+
+    def up() -> bool:
+        if server is not None and server.poll() is not None:
+            raise AssertionError(f"{what or url}: the server exited: "
+                                 f"{server.output()[1][-2000:]}")
+        try:
+            return requests.get(url, timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    wait_for(up, timeout=timeout, what=what or url)
+
+
+def port_is_closed(port: int) -> bool:
+    import requests
+
+    try:
+        requests.get(f"http://127.0.0.1:{port}", timeout=1)
+    except requests.ConnectionError:
+        return True
+    return False
+
+
 def mlflow_client(folder: Path):
     from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri=f"sqlite:///{folder}/mlflow.db")
+    return MlflowClient(tracking_uri=f"sqlite:///{folder}/mlflow.db",
+                        registry_uri=f"sqlite:///{folder}/mlflow.db")
 
 
 def optuna_study(folder: Path, name: str):
@@ -149,8 +192,10 @@ def optuna_study(folder: Path, name: str):
     return optuna.load_study(study_name=name, storage=f"sqlite:///{folder}/optuna.db")
 
 
-def runs_by_role(folder: Path, experiment: str) -> dict[str, list]:
-    client = mlflow_client(folder)
+def runs_by_role(folder: Path, experiment: str, tracking: str | None = None) -> dict[str, list]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking) if tracking else mlflow_client(folder)
     exp = client.get_experiment_by_name(experiment)
     assert exp is not None, f"no MLflow experiment {experiment!r}"
     runs = client.search_runs([exp.experiment_id], max_results=1000)

@@ -54,17 +54,15 @@ class PostgresServer:
 
     def database(self, prefix: str = "db") -> str:
         """A new empty database; returns its SQLAlchemy URL."""
-        import psycopg2
+        import psycopg
 
         self._databases += 1
         name = f"{prefix}_{self._databases}"
-        connection = psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres",
-                                      dbname="postgres")
-        connection.autocommit = True
-        with connection.cursor() as cursor:
-            cursor.execute(f"CREATE DATABASE {name}")
-        connection.close()
-        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{name}"
+        with psycopg.connect(host="127.0.0.1", port=self.port, user="postgres",
+                             dbname="postgres", autocommit=True) as connection:
+            connection.execute(f"CREATE DATABASE {name}")
+        # The plain scheme, as the README writes it: SQLAlchemy 2.1 reads it as psycopg 3.
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
 
     def stop(self) -> None:
         try:

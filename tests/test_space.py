@@ -105,7 +105,8 @@ BAD = [
     (lambda s: s.replace("type: median", "type: hyperband"),
      "study.pruner.type: unknown pruner 'hyperband'"),
     (lambda s: s.replace("type: tpe", "type: grid"), "the grid sampler needs int or categorical"),
-    (lambda s: s.replace("train_subset: 1000", "train_subset: 60000"), "data.train_subset"),
+    (lambda s: s.replace("train_subset: 1000", "train_subset: 60000"),
+     "data: train_subset must be a whole number between 1 and 59,500 (60,000 minus val_size)"),
     (lambda s: s.replace("fixed: {epochs: 2, fc_width: 16}", "fixed: {epochs: 0}"),
      "fixed: epochs must be a whole number >= 1"),
 ]

@@ -74,9 +74,8 @@ def test_interrupted_trials_are_requeued_and_do_not_count(tmp_path):
     study, _ = create_or_resume(open_storage(f"sqlite:///{tmp_path}/c.db"), "c", space, seed=0)
     trial = study.ask()
     space.suggest(trial)
-    frozen = study._storage.get_trial(trial._trial_id)
+    frozen = study.tell(trial, state=optuna.trial.TrialState.FAIL)
     requeue(study, frozen)
-    study.tell(trial, state=optuna.trial.TrialState.FAIL)
     counts = count_trials(study)
     assert (counts.failed, counts.retried, counts.waiting) == (0, 1, 1)
     assert counts.should_start(target=1)  # the retry must run even though 1 trial exists

@@ -1,0 +1,59 @@
+"""The few private Optuna names `pipeline` uses, each once, with why no public API does it.
+
+Optuna is pinned below 6 (pyproject.toml); a minor release may still move these, so nothing else
+in `pipeline` touches an Optuna name that starts with an underscore, and the tests exercise each
+one (heartbeats, retries, reconcile).
+"""
+
+from __future__ import annotations
+
+import optuna
+from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
+from optuna.trial import TrialState
+
+
+def trial_id(trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
+    # The storage's own id of a trial. Storage methods (user and system attributes, state,
+    # heartbeats) take it, while Trial and FrozenTrial expose only the study-scoped number.
+    return trial._trial_id
+
+
+def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
+    # Study has no public accessor for the storage it was opened on; reconcile and the heartbeat
+    # need the very object (with its heartbeat settings), not a second connection.
+    return study._storage
+
+
+def heartbeats_enabled(storage: optuna.storages.BaseStorage) -> bool:
+    # Whether the storage records heartbeats (an RDBStorage opened with heartbeat_interval):
+    # Optuna keeps this check in its private heartbeat module.
+    return is_heartbeat_enabled(storage)
+
+
+def heartbeat(study: optuna.Study, trial: optuna.Trial):
+    # A context manager that records the trial's heartbeat every interval while it runs. Study.
+    # optimize starts this thread for each trial; ask-and-tell, which the study lock needs (the
+    # trial must be created under the lock, then run outside it), has no public way to start it.
+    # On storages without heartbeats it does nothing.
+    return get_heartbeat_thread(trial._trial_id, study._storage)
+
+
+def system_attrs(trial: optuna.Trial) -> dict:
+    # A running trial's system attributes (a retried trial's lineage, written by Optuna's retry
+    # callback or by `pipeline`'s requeue): Trial has no public accessor for them.
+    return trial.study._storage.get_trial_system_attrs(trial._trial_id)
+
+
+def fail_dead_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial,
+                    attrs: dict) -> bool:
+    # Fail another process's trial (its worker died), recording why, and say whether this call
+    # did it. Only the process running a trial holds a Trial with public setters, and
+    # study.tell cannot tell the winner from the loser when two workers reconcile the same dead
+    # trial at once: only the winner may queue it again, and the loser must not crash.
+    storage = study._storage
+    try:
+        for key, value in attrs.items():
+            storage.set_trial_user_attr(trial._trial_id, key, value)
+        return storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False

@@ -1,0 +1,151 @@
+"""One search trial: sample its hyperparameters, open its MLflow run, train with per-epoch reports
+so the pruner can stop it, and record how it ended (outcomes.py) on the trial and its run.
+
+The search loop (search.py) creates the trial under the study lock and tells Optuna the outcome;
+this module runs what happens in between.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import optuna
+import torch
+
+from pipeline import optuna_private
+from pipeline.data import DataSplits
+from pipeline.errors import NonFiniteLossError
+from pipeline.hparams import make_config
+from pipeline.keys import (
+    ATTR_MODEL_URI,
+    ATTR_OUTCOME,
+    ATTR_OVERHEAD_SECONDS,
+    ATTR_PRUNED_EPOCH,
+    ATTR_REASON,
+    ATTR_RUN_ID,
+    ATTR_TRAIN_SECONDS,
+    ATTR_VAL_ACCURACY,
+    ATTR_WORKER,
+    SYS_FAILED_TRIAL,
+    TAG_RETRY_OF,
+    TAG_ROLE,
+    TAG_SAMPLED,
+    TAG_STUDY,
+    TAG_TRIAL,
+    TAG_TRIAL_ID,
+    TAG_WORKER,
+)
+from pipeline.liveness import worker_id
+from pipeline.outcomes import COMPLETE, OUT_OF_MEMORY, Outcome, outcome_of, reason_for
+from pipeline.progress import SearchProgress, format_value
+from pipeline.space import SearchSpace
+from pipeline.tracked import tracked_fit
+from pipeline.tracking import RunLog, Tracker, library_versions
+from pipeline.train import EpochStats, choose_device
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    outcome: Outcome
+    value: float | None  # the study's metric, for a complete trial
+
+
+class TrialRunner:
+    """Runs trials of one study in this process, against one MLflow experiment."""
+
+    def __init__(self, *, space: SearchSpace, data: DataSplits, tracker: Tracker,
+                 experiment_id: str, parent_run_id: str, study_name: str, device: str,
+                 seed: int, progress: SearchProgress) -> None:
+        self.space = space
+        self.data = data  # on the CPU, for diagnostics and the model's input example
+        # On the training device once for the whole search, not copied again for every trial.
+        self.device_data = data.to(choose_device(device))
+        self.tracker = tracker
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+        self.study_name = study_name
+        self.device = device
+        self.seed = seed
+        self.progress = progress
+        self.versions = library_versions()
+
+    def __call__(self, trial: optuna.Trial) -> TrialResult:
+        """Run ``trial`` to its outcome. Ctrl-C (KeyboardInterrupt) is recorded, then re-raised:
+        the caller fails the trial and queues it again."""
+        start = time.perf_counter()
+        worker = worker_id()
+        trial.set_user_attr(ATTR_WORKER, worker)
+        sampled = self.space.suggest(trial)
+        run = self._open_run(trial, sampled, worker)
+        value, error = None, None
+        try:
+            config = make_config({**self.space.hyperparameters(sampled), "device": self.device,
+                                  "seed": self.seed + trial.number})
+            self.progress.trial_started(trial.number, config.train.epochs)
+            fitted = tracked_fit(
+                run, config, self.data, device_data=self.device_data,
+                params={**sampled, "study": self.study_name, "trial_number": trial.number,
+                        "space_fingerprint": self.space.fingerprint,
+                        "space_file": self.space.path.name},
+                on_epoch_end=self._epoch_hook(trial),
+                title=f"trial {trial.number}: validation accuracy {{accuracy:.2%}}")
+            final = fitted.result.final
+            value = final.val_accuracy if self.space.metric == "val_accuracy" else final.val_loss
+            trial.set_user_attr(ATTR_MODEL_URI, fitted.model_uri)
+            trial.set_user_attr(ATTR_VAL_ACCURACY, final.val_accuracy)
+            trial.set_user_attr(ATTR_TRAIN_SECONDS, round(fitted.seconds, 3))
+            overhead = time.perf_counter() - start - fitted.seconds
+            trial.set_user_attr(ATTR_OVERHEAD_SECONDS, round(overhead, 3))
+            run.log_metrics({"train_seconds": fitted.seconds, "overhead_seconds": overhead,
+                             "mlflow_seconds": run.seconds_logging})
+        except (Exception, KeyboardInterrupt) as e:  # every way a trial can end is an outcome
+            error = e
+        outcome = outcome_of(error)
+        reason = reason_for(outcome, error)
+        trial.set_user_attr(ATTR_OUTCOME, outcome.name)
+        if reason:
+            trial.set_user_attr(ATTR_REASON, reason)
+        if isinstance(error, NonFiniteLossError):
+            trial.set_user_attr(ATTR_PRUNED_EPOCH, error.epoch)
+        run.close(outcome, reason, pruned_epoch=trial.user_attrs.get(ATTR_PRUNED_EPOCH))
+        if outcome is OUT_OF_MEMORY:
+            _release_memory()
+        if isinstance(error, KeyboardInterrupt):
+            raise error
+        return TrialResult(outcome, value if outcome is COMPLETE else None)
+
+    def _open_run(self, trial: optuna.Trial, sampled: dict, worker: str) -> RunLog:
+        tags = {TAG_ROLE: "trial", TAG_STUDY: self.study_name, TAG_TRIAL: trial.number,
+                TAG_TRIAL_ID: optuna_private.trial_id(trial), TAG_SAMPLED: ",".join(sampled),
+                TAG_WORKER: worker}
+        retry_of = optuna_private.system_attrs(trial).get(SYS_FAILED_TRIAL)
+        if retry_of is not None:
+            tags[TAG_RETRY_OF] = retry_of
+        run = self.tracker.start_run(self.experiment_id, f"trial-{trial.number:04d}",
+                                     parent_run_id=self.parent_run_id, tags=tags)
+        trial.set_user_attr(ATTR_RUN_ID, run.run_id)
+        return run
+
+    def _epoch_hook(self, trial: optuna.Trial) -> Callable[[EpochStats], None]:
+        metric = self.space.metric
+
+        def on_epoch_end(stats: EpochStats) -> None:
+            value = stats.val_accuracy if metric == "val_accuracy" else stats.val_loss
+            trial.report(value, stats.epoch)
+            self.progress.epoch_done(trial.number, stats)
+            if trial.should_prune():
+                trial.set_user_attr(ATTR_PRUNED_EPOCH, stats.epoch)
+                raise optuna.TrialPruned(
+                    f"pruned after epoch {stats.epoch}: {metric} "
+                    f"{format_value(metric, value)} is below the median of earlier "
+                    "trials at that epoch")
+        return on_epoch_end
+
+
+def _release_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
