@@ -141,6 +141,17 @@ report_dir_option = click.option(
                    "(one GPU each, then several per GPU; on a CPU the cores are split) "
                    "[default: 4 per GPU when there are GPUs, else 1]. SQLite and journal files "
                    "serve the processes of one machine; use postgresql://… for many machines.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None,
+              envvar="PIPELINE_RAY_ADDRESS", show_envvar=True, metavar="[ADDRESS]",
+              help="Run the workers as Ray actors on a Ray cluster: ADDRESS is host:6379 or "
+                   "ray://host:10001 (none: a Ray instance on this machine). Needs a study "
+                   "storage and MLflow store every node reaches (PostgreSQL, a tracking "
+                   "server). --workers then defaults to what the cluster fits.")
+@click.option("--cpus-per-worker", type=click.FloatRange(min=0, min_open=True), default=1.0,
+              show_default=True, help="With --ray: CPUs each worker asks the cluster for.")
+@click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=None,
+              help="With --ray: GPUs each worker asks for; fractions pack several trials on a "
+                   "GPU [default: 0.25 when the cluster has GPUs, else 0].")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch CPU threads for this process [default: all cores, or split between "
                    "--workers].")
@@ -166,7 +177,8 @@ report_dir_option = click.option(
               help="Seconds without a heartbeat before a trial counts as dead and is retried "
                    "[default: 3 heartbeats].")
 @data_dir_option
-def search(trials: int, workers: int | None, threads: int | None, worker_of: int | None,
+def search(trials: int, workers: int | None, ray_address: str | None, cpus_per_worker: float,
+           gpus_per_worker: float | None, threads: int | None, worker_of: int | None,
            space_name: str | None, study_name: str | None, storage: str | None,
            timeout: float | None, seed: int | None, device: str, force: bool,
            report_dir: Path, no_report: bool, heartbeat_interval: int,
@@ -174,33 +186,50 @@ def search(trials: int, workers: int | None, threads: int | None, worker_of: int
     """Search hyperparameters with Optuna; track every trial in MLflow.
 
     Starts the study, or resumes it: run the same command again after a stop to add the
-    missing trials. The same command with the same --storage and MLFLOW_TRACKING_URI on
-    another machine joins the study. Browse the runs with `pipeline ui`.
+    missing trials. With --ray the workers run on a Ray cluster; the same command with the same
+    --storage and MLFLOW_TRACKING_URI on another machine also joins the study. Browse the runs
+    with `pipeline ui`.
     """
     if worker_of is not None and workers not in (None, 1):
         raise click.UsageError("--workers and --worker-of do not go together")
+    if ray_address is None and (gpus_per_worker is not None or cpus_per_worker != 1.0):
+        raise click.UsageError("--cpus-per-worker and --gpus-per-worker go with --ray")
     from pipeline.space import load_space
 
     asked = load_space(space_name or "default")  # a bad file fails here, before torch loads
+    explicit = space_name is not None or worker_of is not None
 
-    from pipeline.search import SearchRequest, choose_space, run_search
-    from pipeline.studies import default_storage
+    def request_for(space):
+        from pipeline.search import SearchRequest
+        from pipeline.studies import default_storage
+
+        return SearchRequest(
+            space=space, trials=trials, study_name=study_name or f"mnist-{space.name}",
+            storage_url=storage or default_storage(),
+            seed=space.sampler["seed"] if seed is None else seed, device=device,
+            timeout=timeout, force=force, data_dir=data_dir, report_dir=report_dir,
+            report=not no_report, heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period, workers=worker_of or workers or 1, threads=threads,
+            quiet=worker_of is not None)
+
+    if ray_address is not None:
+        from pipeline.ray_workers import run_on_ray
+
+        run_on_ray(asked, explicit_space=explicit, make_request=request_for,
+                   address=ray_address, workers=workers, cpus_per_worker=cpus_per_worker,
+                   gpus_per_worker=gpus_per_worker, echo=click.echo)
+        click.echo("Browse every trial: pipeline ui  (or the MLflow server's UI)")
+        return
+    from pipeline.search import choose_space, run_search
 
     coordinated = worker_of is not None  # started by a coordinating `--workers` process
     if workers is None:
         from pipeline.workers import default_worker_count
 
         workers = 1 if coordinated else default_worker_count(device)
-    space = choose_space(asked, explicit=space_name is not None or coordinated,
-                         device_name=device, echo=click.echo)
-    request = SearchRequest(
-        space=space, trials=trials, study_name=study_name or f"mnist-{space.name}",
-        storage_url=storage or default_storage(),
-        seed=space.sampler["seed"] if seed is None else seed, device=device, timeout=timeout,
-        force=force, data_dir=data_dir, report_dir=report_dir, report=not no_report,
-        heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-        workers=worker_of or workers, threads=threads,
-        quiet=coordinated)
+    space = choose_space(asked, explicit=explicit, device_name=device, echo=click.echo)
+    request = request_for(space)
+    request.workers = worker_of or workers
     if workers > 1:
         from pipeline.workers import run_workers
 

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
-from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+# scikit-learn and matplotlib are imported where they are used: together they cost a worker
+# process two seconds of start-up, and a trial needs them only once it completes.
 
 DIGITS = list(range(10))
 
@@ -25,6 +30,8 @@ class Diagnostics:
 
 
 def diagnose(labels: torch.Tensor, predictions: torch.Tensor) -> Diagnostics:
+    from sklearn.metrics import confusion_matrix
+
     matrix = confusion_matrix(labels.numpy(), predictions.numpy(), labels=DIGITS)
     totals = matrix.sum(axis=1)
     per_class = {d: float(matrix[d, d] / totals[d]) if totals[d] else float("nan")
@@ -33,6 +40,9 @@ def diagnose(labels: torch.Tensor, predictions: torch.Tensor) -> Diagnostics:
 
 
 def confusion_figure(diag: Diagnostics, title: str) -> Figure:
+    from matplotlib.figure import Figure
+    from sklearn.metrics import ConfusionMatrixDisplay
+
     # A Figure without pyplot: no global state, safe in worker threads and without a display.
     fig = Figure(figsize=(6.4, 5.6), dpi=100)
     ax = fig.add_subplot()

@@ -47,8 +47,9 @@ def default_of(name: str) -> Any:
     return f.default if f.default is not MISSING else None
 
 
-def unknown_key_message(key: str, where: str = "") -> str:
-    close = difflib.get_close_matches(key, ALL_KEYS, n=1)
+def unknown_key_message(key, where: str = "") -> str:
+    # A YAML key may be anything: `?` alone is a mapping whose key is null.
+    close = difflib.get_close_matches(key, ALL_KEYS, n=1) if isinstance(key, str) else []
     hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(ALL_KEYS)}"
     return _prefixed(where, f"unknown key {key!r}; {hint}")
 

@@ -17,10 +17,20 @@ def _start_ticks(pid: int) -> str:
         return ""
 
 
+# Set in a Ray worker: its node stands for its host. Two Ray nodes on one machine are two
+# machines to `pipeline`, so a worker is judged by its process id only from its own node, and by
+# its heartbeats from anywhere else.
+HOST_ENV = "PIPELINE_WORKER_HOST"
+
+
+def this_host() -> str:
+    return os.environ.get(HOST_ENV) or socket.gethostname()
+
+
 def worker_id(pid: int | None = None) -> str:
     """``host:pid:start`` for this process (or ``pid`` on this host)."""
     pid = pid or os.getpid()
-    return f"{socket.gethostname()}:{pid}:{_start_ticks(pid)}"
+    return f"{this_host()}:{pid}:{_start_ticks(pid)}"
 
 
 def is_dead_local_worker(worker: str) -> bool:
@@ -33,7 +43,7 @@ def is_dead_local_worker(worker: str) -> bool:
         pid = int(pid_text)
     except ValueError:
         return False
-    if host != socket.gethostname():
+    if host != this_host():
         return False
     try:
         os.kill(pid, 0)

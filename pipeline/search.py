@@ -10,9 +10,10 @@ run outside it (trial.py); its outcome goes to Optuna and MLflow through one tab
 from __future__ import annotations
 
 import signal
+import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
@@ -86,6 +87,9 @@ class SearchRequest:
     workers: int = 1  # processes sharing this study (this one included)
     threads: int | None = None  # torch CPU threads for this process
     quiet: bool = False  # a worker of a coordinated search: errors only
+    # Polled between trials and after every epoch: True stops the search as Ctrl-C does (a
+    # Ray worker passes Ray's cancellation flag; a process gets signals instead).
+    should_stop: Callable[[], bool] | None = None
 
 
 @dataclass
@@ -99,7 +103,14 @@ class SearchOutcome:
 
 def choose_space(space: SearchSpace, *, explicit: bool, device_name: str, echo) -> SearchSpace:
     """``space``, or its CPU fallback when it was not asked for by name and there is no GPU."""
-    if space.cpu_fallback and choose_device(device_name).type == "cpu":
+    return space_for(space, explicit=explicit, has_gpu=choose_device(device_name).type != "cpu",
+                     echo=echo)
+
+
+def space_for(space: SearchSpace, *, explicit: bool, has_gpu: bool, echo) -> SearchSpace:
+    """``space``, or its CPU fallback when it was not asked for by name and there is no GPU
+    where the trials run."""
+    if space.cpu_fallback and not has_gpu:
         fallback = load_space(space.path.parent / space.cpu_fallback)
         if not explicit:
             echo(f"No GPU found: searching the CPU-sized space {fallback.path} instead of "
@@ -116,6 +127,9 @@ def choose_space(space: SearchSpace, *, explicit: bool, device_name: str, echo) 
 def interrupt_on_signals() -> Iterator[dict]:
     """SIGTERM behaves like Ctrl-C (KeyboardInterrupt), so both take the same clean path."""
     received: dict = {}
+    if threading.current_thread() is not threading.main_thread():
+        yield received  # only the main thread may handle signals (a threaded host's worker)
+        return
 
     def handler(signum, frame):
         received["signal"] = signum
@@ -262,11 +276,13 @@ def run_trials(session: Session, data: DataSplits, progress: SearchProgress) -> 
                          experiment_id=session.experiment_id,
                          parent_run_id=session.parent.run_id, study_name=req.study_name,
                          device=str(choose_device(req.device)), seed=req.seed,
-                         progress=progress)
+                         progress=progress, should_stop=req.should_stop)
     show_best(progress, study)
     deadline = time.monotonic() + req.timeout if req.timeout else None
     poll = min(5.0, float(req.heartbeat_interval or 5))
     while True:
+        if req.should_stop is not None and req.should_stop():
+            raise KeyboardInterrupt
         if deadline is not None and time.monotonic() >= deadline:
             return "timeout"
         reconcile(study, session.tracker, session.experiment_id)

@@ -58,7 +58,8 @@ class TrialRunner:
 
     def __init__(self, *, space: SearchSpace, data: DataSplits, tracker: Tracker,
                  experiment_id: str, parent_run_id: str, study_name: str, device: str,
-                 seed: int, progress: SearchProgress) -> None:
+                 seed: int, progress: SearchProgress,
+                 should_stop: Callable[[], bool] | None = None) -> None:
         self.space = space
         self.data = data  # on the CPU, for diagnostics and the model's input example
         # On the training device once for the whole search, not copied again for every trial.
@@ -70,6 +71,7 @@ class TrialRunner:
         self.device = device
         self.seed = seed
         self.progress = progress
+        self.should_stop = should_stop
         self.versions = library_versions()
 
     def __call__(self, trial: optuna.Trial) -> TrialResult:
@@ -136,6 +138,8 @@ class TrialRunner:
             value = stats.val_accuracy if metric == "val_accuracy" else stats.val_loss
             trial.report(value, stats.epoch)
             self.progress.epoch_done(trial.number, stats)
+            if self.should_stop is not None and self.should_stop():
+                raise KeyboardInterrupt  # the same clean path as Ctrl-C
             if trial.should_prune():
                 trial.set_user_attr(ATTR_PRUNED_EPOCH, stats.epoch)
                 raise optuna.TrialPruned(

@@ -10,39 +10,21 @@ Ctrl-C and SIGTERM to the workers, and writes the report when they are done.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 
 import torch
-from optuna.trial import TrialState
 
+from pipeline.coordinator import WorkerGroup, coordinate
 from pipeline.data import ensure_mnist
-from pipeline.errors import PipelineError
-from pipeline.outcomes import STUDY_FAILED
-from pipeline.progress import SearchProgress
-from pipeline.search import (
-    SearchOutcome,
-    SearchRequest,
-    close_search,
-    interrupt_on_signals,
-    interrupted,
-    open_search,
-    show_best,
-    show_finished,
-)
-from pipeline.studies import count_trials
-
-
-class WorkerFailed(PipelineError):
-    """A worker process ended with an error (its own message is printed above)."""
-
+from pipeline.search import SearchOutcome, SearchRequest, open_search
 
 # Trials that run at once on one GPU when the user does not say (--workers): small MNIST
-# networks leave a GPU mostly idle, so several processes share it. Measured on an H100 with
-# bench/workers.py (README, "Workers"): see the figures there.
+# networks leave a GPU mostly idle, so several processes share it. On an H100 the 50-trial
+# default search ran 4 at a time in 2 min 52 s; see the README's benchmarks for what was and was
+# not measured.
 WORKERS_PER_GPU = 4
 
 
@@ -99,42 +81,37 @@ def _worker_command(req: SearchRequest, place: Placement) -> list[str]:
     return command
 
 
-class StudyWatcher:
-    """Feeds the progress view from the study: finished trials, best value, running epochs."""
+class WorkerProcesses(WorkerGroup):
+    """Worker processes of this machine, each a `pipeline search --worker-of K`."""
 
-    def __init__(self, study, progress: SearchProgress) -> None:
-        self.study = study
-        self.progress = progress
-        self.seen = {t.number for t in study.get_trials(deepcopy=False)
-                     if t.state.is_finished()}
-        show_best(progress, study)
+    def __init__(self, commands: list[list[str]]) -> None:
+        # A worker is one process: it must not read the user's PIPELINE_WORKERS as its own.
+        env = {k: v for k, v in os.environ.items() if k != "PIPELINE_WORKERS"}
+        self.processes = [subprocess.Popen(command, env=env) for command in commands]
 
-    def poll(self) -> None:
-        trials = self.study.get_trials(deepcopy=False)
-        running = [t for t in trials if t.state == TrialState.RUNNING]
-        # "3 running: #7@2 #8@1 #9@0": trial numbers at the epoch each has reached.
-        self.progress.running = f"{len(running)} running: " + " ".join(
-            f"#{t.number}@{len(t.intermediate_values)}" for t in running[:6]) if running else ""
-        for t in trials:
-            if t.state.is_finished() and t.number not in self.seen:
-                self.seen.add(t.number)
-                show_finished(self.progress, self.study, t)
-        self.progress.refresh()
+    def running(self) -> bool:
+        return any(p.poll() is None for p in self.processes)
 
+    def wait(self, seconds: float) -> None:
+        time.sleep(seconds)
 
-def _stop(processes: list[subprocess.Popen], signum: int, grace: float = 60.0) -> None:
-    """Ask the workers still running to stop (they fail and requeue their trials), then wait;
-    one that does not stop within ``grace`` seconds is killed."""
-    for p in processes:
-        if p.poll() is None:
-            p.send_signal(signum)
-    deadline = time.monotonic() + grace
-    for p in processes:
-        try:
-            p.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+    def stop(self, signum: int, grace: float = 60.0) -> None:
+        """Signal the workers still running (they fail and requeue their trials), then wait;
+        one that does not stop within ``grace`` seconds is killed."""
+        for p in self.processes:
+            if p.poll() is None:
+                p.send_signal(signum)
+        deadline = time.monotonic() + grace
+        for p in self.processes:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def failures(self) -> list[str]:
+        return [f"worker {i} exited {p.returncode}" for i, p in enumerate(self.processes)
+                if p.returncode != 0]
 
 
 def run_workers(req: SearchRequest, *, echo=print) -> SearchOutcome:
@@ -145,30 +122,5 @@ def run_workers(req: SearchRequest, *, echo=print) -> SearchOutcome:
                       for p in placements)
     echo(f"space {req.space.path} ({req.space.fingerprint}); {req.workers} trials at a time, "
          f"{req.workers} worker processes: {where}")
-    progress = SearchProgress(req.trials, session.counts_at_start.finished, req.space.metric,
-                              echo=echo)
-    watcher = StudyWatcher(session.study, progress)
-    # A worker is one process: it must not read the user's PIPELINE_WORKERS as its own.
-    env = {k: v for k, v in os.environ.items() if k != "PIPELINE_WORKERS"}
-    processes = [subprocess.Popen(_worker_command(req, p), env=env) for p in placements]
-    with interrupt_on_signals() as received:
-        try:
-            while any(p.poll() is None for p in processes):
-                watcher.poll()
-                time.sleep(1.0)
-        except KeyboardInterrupt:
-            signum = received.get("signal", signal.SIGINT)
-            _stop(processes, signum)
-            raise interrupted(session, signum) from None
-        finally:
-            _stop(processes, signal.SIGTERM)  # whatever happened here, leave no worker behind
-            watcher.poll()
-            progress.close()
-    failed = [(i, p.returncode) for i, p in enumerate(processes) if p.returncode != 0]
-    if failed:
-        if count_trials(session.study).running == 0:
-            session.parent.close(STUDY_FAILED)
-        details = ", ".join(f"worker {i} exited {code}" for i, code in failed)
-        raise WorkerFailed(f"{details}; the others finished; run the same command to resume")
-    files = close_search(session, echo=echo)
-    return SearchOutcome(session.study, session.parent.run_id, session.experiment_id, files)
+    workers = WorkerProcesses([_worker_command(req, p) for p in placements])
+    return coordinate(session, workers, echo=echo)

@@ -59,3 +59,22 @@ def postgres():
     server = PostgresServer()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def tracking_server(postgres, tmp_path_factory):
+    """An MLflow tracking server with a PostgreSQL backend, serving artifacts, on loopback."""
+    import sys
+
+    from helpers import free_port, start_server, wait_for_http
+
+    port = free_port()
+    artifacts = tmp_path_factory.mktemp("artifacts")
+    server = start_server(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+         postgres.database("mlflow"), "--artifacts-destination", str(artifacts),
+         "--host", "127.0.0.1", "--port", str(port)], cwd=artifacts, name="mlflow-server")
+    url = f"http://127.0.0.1:{port}"
+    wait_for_http(f"{url}/health", server=server, what="the MLflow tracking server")
+    yield url
+    server.stop()

@@ -152,3 +152,13 @@ def test_a_model_uri_that_names_nothing_is_one_line(tmp_path, mnist, name):
         result = invoke("predict", "--model", uri, "seven.png", cwd=tmp_path)
         errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
         assert result.returncode == 1 and len(errors) == 1, (uri, result.stderr)
+
+
+@pytest.mark.parametrize("content", [b"?", b"? [a, b]\n", b"1: 2\n", b"null: 1\n"])
+def test_keys_that_are_not_names_are_one_clear_error(tmp_path, content):
+    """Found by Hypothesis: `?` is a mapping with a null key, and the hint for an unknown key
+    used to crash on it."""
+    path = _write(tmp_path, "config.yaml", content)
+    assert _answer_or_one_clear_error(lambda p: make_config(read_yaml_mapping(p),
+                                                            where=str(p)), path) is None
+    assert _answer_or_one_clear_error(load_space, _write(tmp_path, "space.yaml", content)) is None

@@ -114,3 +114,29 @@ def test_journal_urls(url):
 
     assert is_journal(url)
     assert journal_path(url).endswith(".journal") and "journal:" not in journal_path(url)
+
+
+def test_of_two_workers_failing_the_same_dead_trial_only_one_wins(tmp_path):
+    """Two workers reconciling at once: the loser must neither crash nor queue a second retry
+    (it used to raise UpdateFinishedTrialError)."""
+    from pipeline.optuna_private import fail_dead_trial
+
+    space = _space(tmp_path, TPE)
+    study, _ = create_or_resume(open_storage(f"sqlite:///{tmp_path}/d.db"), "d", space, seed=0)
+    trial = study.ask()
+    space.suggest(trial)
+    running = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))[0]
+    assert fail_dead_trial(study, running, {"reason": "worker died"}) is True
+    assert fail_dead_trial(study, running, {"reason": "worker died"}) is False
+    assert study.trials[0].state == optuna.trial.TrialState.FAIL
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("postgresql://user:s3cret@host/db", "postgresql://user:***@host/db"),
+    ("postgresql://user@host/db", "postgresql://user@host/db"),  # no password to hide
+    ("sqlite:///optuna.db", "sqlite:///optuna.db"),
+])
+def test_storage_urls_are_shown_without_their_password(url, shown):
+    from pipeline.studies import redact
+
+    assert redact(url) == shown

@@ -1,0 +1,100 @@
+"""Coordinating a search whose trials run elsewhere (worker processes, Ray actors): one progress
+view drawn from the study itself, Ctrl-C and SIGTERM passed on, failures reported, the study
+closed and reported once at the end."""
+
+from __future__ import annotations
+
+import signal
+
+from optuna.trial import TrialState
+
+from pipeline.errors import PipelineError
+from pipeline.outcomes import STUDY_FAILED
+from pipeline.progress import SearchProgress
+from pipeline.search import (
+    SearchOutcome,
+    Session,
+    close_search,
+    interrupt_on_signals,
+    interrupted,
+    show_best,
+    show_finished,
+)
+from pipeline.studies import count_trials
+
+
+class WorkerFailed(PipelineError):
+    """A worker ended with an error (its own message is printed above, or named here)."""
+
+
+class WorkerGroup:
+    """The workers of one search, however they run."""
+
+    def running(self) -> bool:
+        """Whether any worker is still at work."""
+        raise NotImplementedError
+
+    def wait(self, seconds: float) -> None:
+        """Wait up to ``seconds`` for workers to end (the progress view redraws after)."""
+        raise NotImplementedError
+
+    def stop(self, signum: int) -> None:
+        """Ask every worker still running to stop as Ctrl-C would (it fails and queues again the
+        trial it runs), wait for them, and make sure none is left behind."""
+        raise NotImplementedError
+
+    def failures(self) -> list[str]:
+        """One description per worker that ended with an error."""
+        raise NotImplementedError
+
+
+class StudyWatcher:
+    """Feeds the progress view from the study: finished trials, best value, running epochs."""
+
+    def __init__(self, study, progress: SearchProgress) -> None:
+        self.study = study
+        self.progress = progress
+        self.seen = {t.number for t in study.get_trials(deepcopy=False)
+                     if t.state.is_finished()}
+        show_best(progress, study)
+
+    def poll(self) -> None:
+        trials = self.study.get_trials(deepcopy=False)
+        running = [t for t in trials if t.state == TrialState.RUNNING]
+        # "3 running: #7@2 #8@1 #9@0": trial numbers at the epoch each has reached.
+        self.progress.running = f"{len(running)} running: " + " ".join(
+            f"#{t.number}@{len(t.intermediate_values)}" for t in running[:6]) if running else ""
+        for t in trials:
+            if t.state.is_finished() and t.number not in self.seen:
+                self.seen.add(t.number)
+                show_finished(self.progress, self.study, t)
+        self.progress.refresh()
+
+
+def coordinate(session: Session, workers: WorkerGroup, *, echo=print) -> SearchOutcome:
+    """Watch ``workers`` work on the session's study until they are done; then close it."""
+    req = session.req
+    progress = SearchProgress(req.trials, session.counts_at_start.finished, req.space.metric,
+                              echo=echo)
+    watcher = StudyWatcher(session.study, progress)
+    with interrupt_on_signals() as received:
+        try:
+            while workers.running():
+                watcher.poll()
+                workers.wait(1.0)
+        except KeyboardInterrupt:
+            signum = received.get("signal", signal.SIGINT)
+            workers.stop(signum)
+            raise interrupted(session, signum) from None
+        finally:
+            workers.stop(signal.SIGTERM)  # whatever happened here, leave no worker behind
+            watcher.poll()
+            progress.close()
+    failed = workers.failures()
+    if failed:
+        if count_trials(session.study).running == 0:
+            session.parent.close(STUDY_FAILED)
+        raise WorkerFailed(f"{'; '.join(failed)}; the others finished; run the same command "
+                           "to resume")
+    files = close_search(session, echo=echo)
+    return SearchOutcome(session.study, session.parent.run_id, session.experiment_id, files)

@@ -1,0 +1,184 @@
+"""`pipeline search --ray` on a real multi-node Ray cluster on this machine (each node with its own
+resources), a real PostgreSQL study and a real MLflow tracking server: exact totals, workers on
+every node, and a node lost mid-trial without losing the trial."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import optuna
+import pytest
+from helpers import (
+    assert_one_line_error,
+    free_port,
+    invoke,
+    start_cli,
+    wait_for,
+)
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+TINY = textwrap.dedent("""\
+    study:
+      sampler: {seed: 0, n_startup_trials: 4}
+      pruner: {n_startup_trials: 3, n_warmup_steps: 0}
+    data: {val_size: 500, train_subset: 1000}
+    fixed: {epochs: 3, depth: 1, fc_width: 16, batch_size: 64}
+    params:
+      width: {type: categorical, choices: [4, 8]}
+      lr: {type: float, low: 1.0e-3, high: 3.0e-2, log: true}
+""")
+NODE_CPUS = 3  # logical CPUs: a node lost, the others still hold every worker
+OBJECT_STORE = 80 * 2**20  # small: this machine has 24 GiB for everything
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head node that runs no workers (0 CPUs) and two worker nodes."""
+    from ray.cluster_utils import Cluster
+
+    # A lost node is declared dead after 3 missed 1-second health checks, not Ray's default of
+    # about 20 seconds: the test waits less, and nothing else changes.
+    fast_checks = {"health_check_period_ms": 1000, "health_check_timeout_ms": 1000,
+                   "health_check_failure_threshold": 3}
+    ray_cluster = Cluster(initialize_head=True,
+                          head_node_args={"num_cpus": 0, "object_store_memory": OBJECT_STORE,
+                                          "_system_config": fast_checks})
+    for _ in range(2):
+        ray_cluster.add_node(num_cpus=NODE_CPUS, object_store_memory=OBJECT_STORE)
+    yield ray_cluster
+    ray_cluster.shutdown()
+
+
+def _args(folder, storage, address, trials=12):
+    (folder / "tiny.yaml").write_text(TINY)
+    return ("search", "--space", "tiny.yaml", "--trials", str(trials), "--workers", "3",
+            "--ray", address, "--storage", storage, "--heartbeat-interval", "1",
+            "--grace-period", "3", "--no-report")
+
+
+def _node_of(trial) -> str:
+    """The Ray node a trial's worker ran on: its worker id is "<host>/ray-<node>:<pid>:..."."""
+    return trial.user_attrs["worker"].split(":")[0].split("/ray-")[1]
+
+
+def _runs(tracking: str, experiment: str):
+    client = MlflowClient(tracking)
+    exp = client.get_experiment_by_name(experiment)
+    return client, client.search_runs([exp.experiment_id], max_results=1000)
+
+
+@pytest.fixture(scope="module")
+def lost_node_search(cluster, postgres, tracking_server, tmp_path_factory):
+    """One search of 12 trials by 3 workers spread over the two worker nodes. Once a trial is in
+    its second epoch, its node is removed (its raylet and workers killed, as a machine that
+    dies); the search is left to finish."""
+    folder = tmp_path_factory.mktemp("ray")
+    nodes = {node.node_id: node for node in cluster.worker_nodes}
+    storage = postgres.database("optuna")  # the plain postgresql:// URL, as the README has it
+    env = {"MLFLOW_TRACKING_URI": tracking_server}
+    driver = start_cli(*_args(folder, storage, cluster.address), cwd=folder, env=env)
+
+    def a_trial_mid_training():
+        try:
+            study = optuna.load_study(study_name="mnist-tiny", storage=storage)
+        except Exception:  # noqa: BLE001 - the study may not exist yet
+            return None
+        for trial in study.get_trials(states=(TrialState.RUNNING,)):
+            if trial.intermediate_values:
+                return trial
+        return None
+
+    victim = wait_for(a_trial_mid_training, timeout=300, what="a trial in its second epoch")
+    node = next(n for node_id, n in nodes.items() if node_id.startswith(_node_of(victim)))
+    cluster.remove_node(node, allow_graceful=False)
+    stdout, stderr = driver.communicate(timeout=400)
+    study = optuna.load_study(study_name="mnist-tiny", storage=storage)
+    return {"code": driver.returncode, "stdout": stdout, "stderr": stderr, "victim": victim,
+            "study": study, "storage": storage, "env": env, "folder": folder}
+
+
+def test_three_workers_across_two_nodes_run_exactly_the_studys_total(lost_node_search,
+                                                                      tracking_server):
+    search = lost_node_search
+    assert search["code"] == 0, search["stderr"]
+    assert "Traceback" not in search["stderr"]
+    assert "3 trials at a time, 3 Ray workers on node" in search["stdout"]
+    study, victim = search["study"], search["victim"]
+    numbers = [t.number for t in study.trials]
+    assert sorted(numbers) == list(range(len(numbers)))  # each number once
+    counted = [t for t in study.trials if t.state.is_finished() and t.number != victim.number]
+    assert len(counted) == 12  # exactly the total, the lost trial's retry included
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in counted)
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+    assert len({_node_of(t) for t in study.trials}) == 2  # workers ran on both nodes
+    _, runs = _runs(tracking_server, "mnist-tiny")
+    children = [r for r in runs if r.data.tags.get("pipeline.role") == "trial"]
+    assert len(children) == len(study.trials)  # one run per trial: 12, and the lost one
+    assert len([r for r in runs if r.data.tags.get("pipeline.role") == "study"]) == 1
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+
+
+def test_a_node_lost_mid_trial_loses_no_trial(lost_node_search, tracking_server):
+    """Ray restarted the lost node's workers elsewhere; the trial's heartbeat went stale, it
+    was failed and retried with the same parameters, and its run was closed KILLED."""
+    study, victim = lost_node_search["study"], lost_node_search["victim"]
+    failed = study.trials[victim.number]
+    assert failed.state == TrialState.FAIL  # failed by its stale heartbeat, not left RUNNING
+    retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert len(retries) == 1
+    assert retries[0].params == victim.params and retries[0].state.is_finished()
+    client, _ = _runs(tracking_server, "mnist-tiny")
+    run = client.get_run(victim.user_attrs["mlflow_run_id"])
+    assert run.info.status == "KILLED" and run.data.tags["pipeline.state"] == "dead-worker"
+
+
+def test_the_shared_study_reports_and_promotes_like_a_local_one(lost_node_search):
+    search = lost_node_search
+    report = invoke("report", "--storage", search["storage"], cwd=search["folder"],
+                    env=search["env"])
+    assert report.returncode == 0, report.stderr
+    promoted = invoke("promote", "best", "--storage", search["storage"], "--name",
+                      "ray-model", cwd=search["folder"], env=search["env"])
+    assert promoted.returncode == 0, promoted.stderr
+    assert "ray-model@champion -> version 1" in promoted.stdout
+
+
+def test_ray_with_a_sqlite_study_is_refused_in_one_line_and_writes_nothing(tmp_path):
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    result = invoke("search", "--space", "tiny.yaml", "--ray", cwd=tmp_path)
+    assert_one_line_error(result, "SQLite file of this machine", "postgresql://", code=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]
+
+
+def test_ray_at_an_unreachable_address_is_one_line_and_writes_nothing(tmp_path):
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    address = f"127.0.0.1:{free_port()}"
+    result = invoke("search", "--space", "tiny.yaml", "--ray", address, "--storage",
+                    f"journal:///{tmp_path}/optuna.journal", cwd=tmp_path,
+                    env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"})
+    assert_one_line_error(result, f"the Ray cluster at {address} is unreachable", code=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]
+
+
+def test_ray_at_a_cluster_with_a_local_mlflow_store_is_refused(tmp_path):
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    result = invoke("search", "--space", "tiny.yaml", "--ray", "10.0.0.1:6379", "--storage",
+                    "postgresql://u@10.0.0.1/optuna", cwd=tmp_path)
+    assert_one_line_error(result, "needs an MLflow tracking server every node reaches",
+                          "MLFLOW_TRACKING_URI=http://", code=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]
+
+
+def test_ray_missing_says_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails, as without the extra
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    result = invoke("search", "--space", "tiny.yaml", "--ray", cwd=tmp_path)
+    assert_one_line_error(result, "--ray needs Ray", 'pip install -e ".[ray]"', code=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]
+
+
+def test_per_worker_resources_go_with_ray(tmp_path):
+    result = invoke("search", "--gpus-per-worker", "0.25", cwd=tmp_path)
+    assert_one_line_error(result, "--gpus-per-worker go with --ray", code=2)
