@@ -210,7 +210,7 @@ def run_on_ray(asked: SearchSpace, *, explicit_space: bool,
     # Ray's own notices (a local instance's token set-up, connecting) are not the user's business.
     logging.getLogger("ray").setLevel(logging.ERROR)
     # "local" always starts a new instance (no address would join one recorded on this machine).
-    ray.init(address=address, logging_level="WARNING",
+    ray.init(address=address, logging_level="ERROR",
              log_to_driver=False, runtime_env={"env_vars": _worker_env()})
     try:
         resources = ray.cluster_resources()
