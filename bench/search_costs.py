@@ -1,12 +1,14 @@
-"""What a search spends: the median pruner's savings, and the cost of a trial outside training.
+"""What a search spends: pruners compared at equal trials, and where a trial's time goes.
 
-Runs the same search twice in one process, same space, seed and trial budget: once with the
-space's median pruner, once with pruning off. Reports epochs trained, wall time and the best
-validation accuracy each reached, and the ratio. Then, from the pruned search's complete trials,
-the seconds each trial spent outside training and evaluation (building the model, MLflow runs,
-params, metrics, confusion matrix, model logging) and how much of that was MLflow calls.
+Runs the same search once per pruner and sampler seed, in one process: same space, trial budget
+and training subset; only the pruner differs (the space's own, Hyperband and successive halving
+with fractional-epoch reports, none). Prints epochs trained, wall time, best validation value
+and trials pruned for each, the spread over seeds (what is noise), and, from the first
+search's trials, the time by phase (pipeline/timings.py): building, set-up, training,
+evaluation, each kind of MLflow call, Optuna, and the overhead outside training and evaluation.
 
-    python bench/search_costs.py                       # cpu.yaml on 12,000 images, 20 trials
+    python bench/search_costs.py                    # cpu.yaml, 20 trials on 12,000 images
+    python bench/search_costs.py --seeds 0,1,2 --pruners median,hyperband,none
     python bench/search_costs.py --trials 30 --train-subset 55000
 """
 
@@ -21,20 +23,38 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+# The pruners compared; each a study.pruner section as a space file writes it.
+PRUNERS = {
+    "space": None,  # the space file's own
+    "median": {"type": "median", "n_startup_trials": 5, "n_warmup_steps": 0,
+               "interval_steps": 1},
+    "median/4": {"type": "median", "n_startup_trials": 5, "n_warmup_steps": 0,
+                 "interval_steps": 1, "reports_per_epoch": 4},
+    "hyperband/4": {"type": "hyperband", "min_resource": 1, "reduction_factor": 3,
+                    "reports_per_epoch": 4},
+    "halving/4": {"type": "successive_halving", "min_resource": 1, "reduction_factor": 4,
+                  "min_early_stopping_rate": 0, "reports_per_epoch": 4},
+    "none": {"type": "none", "n_startup_trials": 5, "n_warmup_steps": 0, "interval_steps": 1},
+}
 
-def run(space, trials: int, folder: Path, study: str):
+
+def run(space, trials: int, seed: int, folder: Path):
+    from pipeline.report import epochs_trained
     from pipeline.search import SearchRequest, run_search
 
+    folder.mkdir(parents=True)
     os.chdir(folder)  # MLflow's and Optuna's default stores live in the working folder
     start = time.perf_counter()
-    outcome = run_search(SearchRequest(space=space, trials=trials, study_name=study,
-                                       storage_url="sqlite:///optuna.db", seed=0, report=False),
-                         echo=lambda line: None)
+    outcome = run_search(SearchRequest(space=space, trials=trials, study_name="bench",
+                                       storage_url="sqlite:///optuna.db", seed=seed,
+                                       report=False), echo=lambda line: None)
     seconds = time.perf_counter() - start
     finished = [t for t in outcome.study.trials if t.state.is_finished()]
-    epochs = sum(len(t.intermediate_values) for t in finished)
-    best = max((t.value for t in finished if t.state.name == "COMPLETE"), default=float("nan"))
-    return outcome.study, seconds, epochs, best
+    complete = [t.value for t in finished if t.state.name == "COMPLETE"]
+    return {"study": outcome.study, "seconds": seconds,
+            "epochs": sum(epochs_trained(t) for t in finished),
+            "best": max(complete, default=float("nan")),
+            "pruned": sum(t.state.name == "PRUNED" for t in finished)}
 
 
 def main() -> None:
@@ -42,11 +62,15 @@ def main() -> None:
     parser.add_argument("--space", default="cpu")
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--train-subset", type=int, default=12000)
+    parser.add_argument("--seeds", default="0", help="sampler seeds, comma-separated")
+    parser.add_argument("--pruners", default="space,none",
+                        help=f"comma-separated, from {', '.join(PRUNERS)}")
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     for variable in ("MLFLOW_TRACKING_URI", "PIPELINE_STORAGE"):
         os.environ.pop(variable, None)
 
+    from pipeline.report import time_breakdown_table
     from pipeline.settings import DataSettings
     from pipeline.space import load_space
 
@@ -54,44 +78,46 @@ def main() -> None:
     base = replace(base, data=DataSettings(val_size=base.data.val_size,
                                            split_seed=base.data.split_seed,
                                            train_subset=args.train_subset))
-    unpruned = replace(base, pruner={**base.pruner, "type": "none"})
-    rows = {}
+    seeds = [int(s) for s in args.seeds.split(",")]
+    names = args.pruners.split(",")
+    results: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for label, space in (("median pruner", base), ("no pruner", unpruned)):
-            folder = Path(tmp) / label.replace(" ", "-")
-            folder.mkdir()
-            rows[label] = run(space, args.trials, folder, "bench")
-            print(f"  {label}: {rows[label][1]:.0f}s", file=sys.stderr)
+        for name in names:
+            pruner = PRUNERS[name] or base.pruner
+            space = replace(base, pruner=pruner)
+            for seed in seeds:
+                folder = Path(tmp) / f"{name}-{seed}".replace("/", "_")
+                result = run(space, args.trials, seed, folder)
+                results.setdefault(name, []).append(result)
+                print(f"  {name} seed {seed}: {result['seconds']:.0f}s, best "
+                      f"{result['best']:.2%}", file=sys.stderr)
 
         print(f"\n{args.trials} trials of {base.path.name} on {args.train_subset:,} training "
-              f"images, sampler seed 0, same machine, one process")
-        print(f"{'search':<16}{'epochs':>8}{'wall s':>9}{'best val acc':>14}{'pruned':>8}")
-        for label, (study, seconds, epochs, best) in rows.items():
-            pruned = sum(t.state.name == "PRUNED" for t in study.trials)
-            print(f"{label:<16}{epochs:>8}{seconds:>9.0f}{best:>14.2%}{pruned:>8}")
-        (_, s_pruned, e_pruned, _), (_, s_full, e_full, _) = rows.values()
-        print(f"pruning trained {e_pruned / e_full:.2f}x the epochs in {s_pruned / s_full:.2f}x "
-              "the time")
+              f"images; sampler seeds {args.seeds}; one process; mean (min-max) over seeds")
+        print(f"{'pruner':<13}{'epochs':>18}{'wall s':>18}{'best val':>24}{'pruned':>8}")
 
-        study = rows["median pruner"][0]
-        complete = [t for t in study.trials if t.state.name == "COMPLETE"]
-        # The first trial of a process also pays one-time costs (export tracing, store set-up).
-        steady = complete[1:] or complete
-        from mlflow import MlflowClient
+        def spread(values, fmt):
+            return (f"{fmt(statistics.mean(values))} ({fmt(min(values))}-{fmt(max(values))})"
+                    if len(values) > 1 else fmt(values[0]))
 
-        from pipeline.keys import ATTR_OVERHEAD_SECONDS, ATTR_RUN_ID, ATTR_TRAIN_SECONDS
-
-        overhead = [t.user_attrs[ATTR_OVERHEAD_SECONDS] for t in steady]
-        train = [t.user_attrs[ATTR_TRAIN_SECONDS] for t in steady]
-
-        client = MlflowClient(tracking_uri=f"sqlite:///{Path(tmp) / 'median-pruner'}/mlflow.db")
-        logging = [client.get_run(t.user_attrs[ATTR_RUN_ID]).data.metrics["mlflow_seconds"]
-                   for t in steady]
-        first = complete[0].user_attrs[ATTR_OVERHEAD_SECONDS] if complete else float("nan")
-        print(f"\nper complete trial, outside training and evaluation (median of {len(steady)}): "
-              f"{statistics.median(overhead):.2f}s, of which MLflow calls "
-              f"{statistics.median(logging):.2f}s; training+evaluation "
-              f"{statistics.median(train):.1f}s; the process's first trial {first:.2f}s")
+        for name, rows in results.items():
+            print(f"{name:<13}"
+                  f"{spread([r['epochs'] for r in rows], lambda v: f'{v:.1f}'):>18}"
+                  f"{spread([r['seconds'] for r in rows], lambda v: f'{v:.0f}'):>18}"
+                  f"{spread([r['best'] for r in rows], lambda v: f'{v:.2%}'):>24}"
+                  f"{statistics.mean(r['pruned'] for r in rows):>8.1f}")
+        if "none" in results:
+            full = results["none"]
+            for name, rows in results.items():
+                if name == "none":
+                    continue
+                epochs = statistics.mean(r["epochs"] for r in rows) / statistics.mean(
+                    r["epochs"] for r in full)
+                wall = statistics.mean(r["seconds"] for r in rows) / statistics.mean(
+                    r["seconds"] for r in full)
+                print(f"{name}: {epochs:.2f}x the epochs of no pruning in {wall:.2f}x the time")
+        first = results[names[0]][0]["study"]
+        print(f"\n{names[0]}, seed {seeds[0]}: " + time_breakdown_table(first))
 
 
 if __name__ == "__main__":

@@ -61,7 +61,8 @@ class StudyWatcher:
     def poll(self) -> None:
         trials = self.study.get_trials(deepcopy=False)
         running = [t for t in trials if t.state == TrialState.RUNNING]
-        # "3 running: #7@2 #8@1 #9@0": trial numbers at the epoch each has reached.
+        # "3 running: #7@2 #8@1 #9@0": trial numbers and the reports each has made (epochs, or
+        # fractions of one when the space reports more often).
         self.progress.running = f"{len(running)} running: " + " ".join(
             f"#{t.number}@{len(t.intermediate_values)}" for t in running[:6]) if running else ""
         for t in trials:

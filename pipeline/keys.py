@@ -43,6 +43,8 @@ ATTR_MODEL_URI = "model_uri"
 ATTR_VAL_ACCURACY = "val_accuracy"  # whatever the study's metric, promotion reports this
 ATTR_TRAIN_SECONDS = "train_seconds"
 ATTR_OVERHEAD_SECONDS = "overhead_seconds"
+ATTR_EPOCHS = "epochs_trained"  # passes over the training images, e.g. 0.25 when pruned early
+ATTR_SECONDS = "seconds"  # the trial's time by phase (timings.py)
 
 # Trial system attributes of a retried trial; the same names as Optuna's
 # RetryHeartbeatStaleTrialCallback writes, so both kinds of retry read alike.

@@ -40,7 +40,7 @@ class Outcome:
 COMPLETE = Outcome("complete", "COMPLETE", "FINISHED", False,
                    "trained to the end; its model is logged")
 PRUNED = Outcome("pruned", "PRUNED", "KILLED", False,
-                 "stopped early by the pruner: below the median of earlier trials")
+                 "stopped early by the pruner: weaker than earlier trials at the same point")
 DIVERGED = Outcome("diverged", "PRUNED", "KILLED", False,
                    "its loss became NaN or infinite: bad hyperparameters, not a fault")
 FAILED = Outcome("failed", "FAIL", "FAILED", False,

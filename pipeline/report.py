@@ -16,12 +16,13 @@ import optuna
 from optuna.trial import TrialState
 
 from pipeline.errors import first_line
-from pipeline.keys import ATTR_MODEL_URI, ATTR_REASON, ATTR_RUN_ID
+from pipeline.keys import ATTR_EPOCHS, ATTR_MODEL_URI, ATTR_REASON, ATTR_RUN_ID, ATTR_SECONDS
 from pipeline.progress import format_value
 from pipeline.studies import (
     count_trials,
     study_metric,
 )
+from pipeline.timings import PHASES, WORK, overhead
 
 # Parameter importances need several complete trials with differing parameters to mean anything.
 MIN_TRIALS_FOR_IMPORTANCE = 4
@@ -63,6 +64,45 @@ def ranked_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return sorted(complete, key=lambda t: t.value, reverse=maximize)
 
 
+def epochs_trained(trial: optuna.trial.FrozenTrial) -> float:
+    """Passes over the training images: recorded by the trial (fractions when a pruner stopped
+    it part-way), else its reports, one per epoch, as before fractions existed."""
+    return trial.user_attrs.get(ATTR_EPOCHS, len(trial.intermediate_values))
+
+
+def time_breakdown_table(study: optuna.Study) -> str:
+    """Where the finished trials' time went, by phase (timings.py): the total over all of them
+    and the mean per complete and per pruned trial."""
+    groups = {"complete": [], "pruned": []}
+    timed = []
+    for t in study.get_trials(deepcopy=False):
+        seconds = t.user_attrs.get(ATTR_SECONDS)
+        if not t.state.is_finished() or not isinstance(seconds, dict):
+            continue
+        timed.append(seconds)
+        if t.state.name.lower() in groups:
+            groups[t.state.name.lower()].append(seconds)
+    if not timed:
+        return "Where the time went: no trial recorded its time by phase"
+    total = sum(sum(s.values()) for s in timed) or 1.0
+
+    def mean(rows, phase):
+        return sum(r.get(phase, 0.0) for r in rows) / len(rows) if rows else float("nan")
+
+    lines = [f"Where the time went ({len(timed)} finished trials, {total:,.0f} s):",
+             f"  {'phase':<17}{'total s':>9}{'share':>7}{'per complete':>14}{'per pruned':>12}"]
+    for phase in PHASES:
+        spent = sum(s.get(phase, 0.0) for s in timed)
+        lines.append(f"  {phase:<17}{spent:>9.1f}{spent / total:>7.1%}"
+                     f"{mean(groups['complete'], phase):>13.3f}s"
+                     f"{mean(groups['pruned'], phase):>11.3f}s")
+    per = {k: (sum(overhead(r) for r in rows) / len(rows) if rows else float("nan"))
+           for k, rows in groups.items()}
+    lines.append(f"  overhead (all but {' and '.join(WORK)}): {per['complete']:.3f} s per "
+                 f"complete trial, {per['pruned']:.3f} s per pruned trial")
+    return "\n".join(lines)
+
+
 def _short(value) -> str:
     if isinstance(value, float):
         return f"{value:.3g}"
@@ -88,7 +128,7 @@ def top_trials_table(study: optuna.Study, limit: int = 10) -> str:
     for rank, (t, row) in enumerate(zip(rows, cells, strict=True), 1):
         seconds = t.duration.total_seconds() if t.duration else 0.0
         lines.append(f"  {rank:>4} {t.number:>5} {format_value(metric, t.value):>12} "
-                     f"{len(t.intermediate_values):>6} {seconds:>5.0f}s  "
+                     f"{epochs_trained(t):>6g} {seconds:>5.0f}s  "
                      + "  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
     best = rows[0]
     lines.append(f"best trial #{best.number} ({format_value(metric, best.value)}): "
@@ -109,7 +149,7 @@ def _write_csv(study: optuna.Study, path: Path) -> None:
                          "reason", *names])
         for t in sorted(trials, key=lambda t: t.number):
             writer.writerow([t.number, t.state.name, "" if t.value is None else t.value,
-                             len(t.intermediate_values),
+                             epochs_trained(t),
                              round(t.duration.total_seconds(), 1) if t.duration else "",
                              t.user_attrs.get(ATTR_RUN_ID, ""),
                              t.user_attrs.get(ATTR_REASON, ""),
@@ -128,7 +168,7 @@ def write_report(study: optuna.Study, report_dir: Path, *, tracker=None, run_id:
         path = folder / f"{name}.html"
         fig.write_html(path, include_plotlyjs="directory", full_html=True)
         written.append(path)
-    table = top_trials_table(study)
+    table = top_trials_table(study) + "\n\n" + time_breakdown_table(study)
     csv_path = folder / "top_trials.csv"
     _write_csv(study, csv_path)
     index = folder / "index.html"

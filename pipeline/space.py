@@ -8,6 +8,8 @@ A file has these sections (all but ``params`` optional)::
       metric: val_accuracy          # val_accuracy (maximised) or val_loss (minimised)
       sampler: {type: tpe, seed: 0, n_startup_trials: 10}
       pruner: {type: median, n_startup_trials: 5, n_warmup_steps: 0, interval_steps: 1}
+                                    # or successive_halving, hyperband, none (PRUNERS below);
+                                    # reports_per_epoch: 4 reports each quarter epoch
     data: {val_size: 5000, split_seed: 0, train_subset: null}
     fixed: {schedule: onecycle}     # hyperparameters every trial uses
     presets:                        # named bundles a categorical parameter can choose from
@@ -41,16 +43,30 @@ from pipeline.hparams import (
     read_yaml_mapping,
     unknown_key_message,
 )
-from pipeline.settings import MODEL_KEYS, DataSettings
+from pipeline.settings import MODEL_KEYS, DataSettings, TrainSettings
 
 SECTIONS = ("description", "cpu_fallback", "study", "data", "fixed", "presets", "params")
 STUDY_KEYS = ("metric", "sampler", "pruner")
 METRICS = {"val_accuracy": "maximize", "val_loss": "minimize"}
 SAMPLERS = ("tpe", "random", "grid")
 SAMPLER_DEFAULTS = {"type": "tpe", "seed": 0, "n_startup_trials": 10}
-PRUNERS = ("median", "none")
-PRUNER_DEFAULTS = {"type": "median", "n_startup_trials": 5, "n_warmup_steps": 0,
-                   "interval_steps": 1}
+# Each pruner's keys with their defaults, and the least whole number each key takes. A step is
+# one report: an epoch, or 1/reports_per_epoch of one (study.pruner.reports_per_epoch), so a
+# weak trial can be stopped part-way through its first pass over the training images.
+PRUNERS = {
+    "median": ({"n_startup_trials": 5, "n_warmup_steps": 0, "interval_steps": 1},
+               {"n_startup_trials": 0, "n_warmup_steps": 0, "interval_steps": 1}),
+    "successive_halving": ({"min_resource": 1, "reduction_factor": 4,
+                            "min_early_stopping_rate": 0},
+                           {"min_resource": 1, "reduction_factor": 2,
+                            "min_early_stopping_rate": 0}),
+    "hyperband": ({"min_resource": 1, "reduction_factor": 3},
+                  {"min_resource": 1, "reduction_factor": 2}),
+}
+# `none` has always taken (and ignored) the median pruner's keys: kept so that studies made
+# before the other pruners keep their space fingerprints and resume.
+PRUNERS["none"] = PRUNERS["median"]
+REPORTS_PER_EPOCH_MAX = 100
 PARAM_KEYS = ("type", "low", "high", "step", "log", "choices", "when")
 PARAM_TYPES = ("int", "float", "categorical")
 DATA_KEYS = ("val_size", "split_seed", "train_subset")
@@ -90,6 +106,11 @@ class ParamSpec:
         """The values a check must try: both bounds, or every choice."""
         return list(self.choices) if self.type == "categorical" else [self.low, self.high]
 
+    @property
+    def reports_per_epoch(self) -> int:
+        """How often a trial reports to the pruner: once per epoch, or this many times."""
+        return self.pruner.get("reports_per_epoch", 1)
+
     def canonical(self) -> dict:
         out = {"type": self.type}
         if self.type == "categorical":
@@ -115,6 +136,11 @@ class SearchSpace:
     presets: dict[str, dict[str, dict[str, Any]]]
     params: tuple[ParamSpec, ...]
     cpu_fallback: str | None
+
+    @property
+    def reports_per_epoch(self) -> int:
+        """How often a trial reports to the pruner: once per epoch, or this many times."""
+        return self.pruner.get("reports_per_epoch", 1)
 
     def canonical(self) -> dict:
         """Everything that decides what trials mean; comments and layout do not count."""
@@ -151,6 +177,17 @@ class SearchSpace:
                 flat[key] = value
         flat.update({k: getattr(self.data, k) for k in DATA_KEYS})
         return flat
+
+    def max_reports(self) -> int:
+        """The most reports a trial of this space makes: its largest epoch count (fixed, a
+        parameter's top, or a preset's) times the reports per epoch."""
+        counts = [self.fixed.get("epochs", TrainSettings().epochs)]
+        counts += [b["epochs"] for group in self.presets.values() for b in group.values()
+                   if "epochs" in b]
+        for p in self.params:
+            if p.name == "epochs":
+                counts.append(max(p.choices) if p.type == "categorical" else p.high)
+        return int(max(counts)) * self.reports_per_epoch
 
     def grid(self) -> dict[str, list]:
         """The search space as a grid, for the grid sampler (categorical and int params only)."""
@@ -249,10 +286,30 @@ class _Parser:
                                             f"{', '.join(METRICS)}")
         sampler = self.study_part(study.get("sampler"), "sampler", SAMPLER_DEFAULTS, SAMPLERS,
                                   {"seed": 0, "n_startup_trials": 0})
-        pruner = self.study_part(study.get("pruner"), "pruner", PRUNER_DEFAULTS, PRUNERS,
-                                 {"n_startup_trials": 0, "n_warmup_steps": 0,
-                                  "interval_steps": 1})
-        return metric, sampler, pruner
+        return metric, sampler, self.pruner(study.get("pruner"))
+
+    def pruner(self, raw) -> dict:
+        """``study.pruner``: its type's keys with defaults filled in, plus ``reports_per_epoch``
+        when it is not 1 (so the spaces written before it keep their fingerprints)."""
+        if raw is not None and not isinstance(raw, dict):
+            raise self.fail("study.pruner", f"expected a mapping, got {type(raw).__name__}")
+        raw = dict(raw or {})
+        kind = raw.get("type", "median")
+        if kind not in PRUNERS:
+            raise self.fail("study.pruner.type",
+                            f"unknown pruner {kind!r}; use one of {', '.join(PRUNERS)}")
+        defaults, minimums = PRUNERS[kind]
+        per_epoch = raw.pop("reports_per_epoch", 1)
+        part = self.study_part(raw, "pruner", {"type": kind, **defaults}, tuple(PRUNERS),
+                               minimums)
+        if (not isinstance(per_epoch, int) or isinstance(per_epoch, bool)
+                or not 1 <= per_epoch <= REPORTS_PER_EPOCH_MAX):
+            raise self.fail("study.pruner.reports_per_epoch",
+                            f"must be a whole number from 1 to {REPORTS_PER_EPOCH_MAX}, got "
+                            f"{per_epoch!r}")
+        if per_epoch != 1:
+            part["reports_per_epoch"] = per_epoch
+        return part
 
     def study_part(self, raw, name: str, defaults: dict, kinds: tuple,
                    minimums: dict[str, int]) -> dict:

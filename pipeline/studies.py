@@ -251,9 +251,20 @@ def sampler_settings(space: SearchSpace, seed: int) -> dict:
 
 
 def make_pruner(space: SearchSpace) -> optuna.pruners.BasePruner:
+    """The space's pruner. Its steps are reports: epochs, or fractions of one
+    (``reports_per_epoch``), which the resources of the multi-fidelity pruners count too."""
     p = space.pruner
     if p["type"] == "none":
         return optuna.pruners.NopPruner()
+    if p["type"] == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=p["min_resource"], reduction_factor=p["reduction_factor"],
+            min_early_stopping_rate=p["min_early_stopping_rate"])
+    if p["type"] == "hyperband":
+        # The most a trial can report: the space's largest epoch count, in reports.
+        return optuna.pruners.HyperbandPruner(
+            min_resource=p["min_resource"], max_resource=space.max_reports(),
+            reduction_factor=p["reduction_factor"])
     return optuna.pruners.MedianPruner(n_startup_trials=p["n_startup_trials"],
                                        n_warmup_steps=p["n_warmup_steps"],
                                        interval_steps=p["interval_steps"])

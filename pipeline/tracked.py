@@ -19,8 +19,9 @@ from pipeline.data import DataSplits
 from pipeline.diagnostics import diagnose
 from pipeline.hparams import RunConfig
 from pipeline.model import build_model, parameter_count
+from pipeline.timings import Stopwatch
 from pipeline.tracking import RunLog, library_versions
-from pipeline.train import EpochStats, ExecutionPlan, FitResult, fit, plan_execution
+from pipeline.train import EpochStats, ExecutionPlan, FitResult, Report, fit, plan_execution
 
 
 @dataclass
@@ -47,7 +48,10 @@ def tracked_fit(
     params: dict[str, Any] | None = None,
     on_epoch_end: Callable[[EpochStats], None] | None = None,
     on_step: Callable[[int, int], None] | None = None,
+    on_report: Callable[[Report], None] | None = None,
+    reports_per_epoch: int = 1,
     title: str = "validation accuracy {accuracy:.2%}",
+    watch: Stopwatch | None = None,
 ) -> TrackedFit:
     """Train ``config`` on ``data`` (``device_data``: the same splits already on the training
     device), recording into ``run``. ``model``: the configuration's model if already built
@@ -55,30 +59,58 @@ def tracked_fit(
     matrix (``{accuracy}`` is the final validation accuracy).
 
     Exceptions (a pruned or diverged trial, Ctrl-C, a failure) propagate: the caller decides the
-    outcome and closes the run (outcomes.py).
+    outcome and closes the run (outcomes.py). ``on_report`` and ``reports_per_epoch`` go to
+    fit (the pruner's reports). ``watch`` gets the seconds of building, set-up, training and
+    evaluation (timings.py); the run's own watch has its MLflow calls.
     """
-    if model is None:
-        model, plan = plan_for(config)
-    else:
-        plan = plan_execution(model, config.train)
+    watch = watch if watch is not None else Stopwatch()
+    with watch("build"):
+        if model is None:
+            model, plan = plan_for(config)
+        else:
+            plan = plan_execution(model, config.train)
     if run is not None:
         run.log_params({**config.flat(), **(params or {}), "data_checksum": data.checksum,
                         "parameter_count": parameter_count(model), **plan.params(),
                         **library_versions()})
 
+    in_callbacks = 0.0  # timed by their owners; what fit spent outside steps is set-up
+
     def epoch_done(stats: EpochStats) -> None:
+        nonlocal in_callbacks
+        start = time.perf_counter()
         if run is not None:
             run.log_epoch(stats)
-        if on_epoch_end is not None:
-            on_epoch_end(stats)
+        try:
+            if on_epoch_end is not None:
+                on_epoch_end(stats)
+        finally:
+            in_callbacks += time.perf_counter() - start
+
+    def reported(report: Report) -> None:
+        nonlocal in_callbacks
+        start = time.perf_counter()
+        try:
+            on_report(report)
+        finally:
+            in_callbacks += time.perf_counter() - start
 
     start = time.perf_counter()
-    result = fit(model, device_data or data, config.train, epoch_done, on_step=on_step)
-    seconds = time.perf_counter() - start
+    work_before = watch.seconds["train"] + watch.seconds["evaluate"]
+    try:
+        result = fit(model, device_data or data, config.train, epoch_done, on_step=on_step,
+                     on_report=reported if on_report is not None else None,
+                     reports_per_epoch=reports_per_epoch, watch=watch)
+    finally:  # a pruned trial's set-up counts too
+        seconds = time.perf_counter() - start
+        work = watch.seconds["train"] + watch.seconds["evaluate"] - work_before
+        watch.add("setup", max(0.0, seconds - work - in_callbacks))
     model_uri = None
     if run is not None:
         predictions = result.val_predictions
-        run.log_diagnostics(diagnose(data.val.labels, predictions), data.val.images,
+        with run.watch("mlflow_artifacts"):  # what the artifacts show is part of their cost
+            diagnosis = diagnose(data.val.labels, predictions)
+        run.log_diagnostics(diagnosis, data.val.images,
                             data.val.labels, predictions,
                             title=title.format(accuracy=result.final.val_accuracy))
         model_uri = run.log_model(model, config.model, data.val.images)

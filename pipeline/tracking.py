@@ -31,6 +31,7 @@ from pipeline.errors import PipelineError, first_line
 from pipeline.model import DigitReader
 from pipeline.outcomes import Outcome
 from pipeline.settings import ModelSpec
+from pipeline.timings import Stopwatch
 from pipeline.train import EpochStats
 
 # MLflow 3's UI opens an experiment in its GenAI view unless told this kind; ours train models.
@@ -125,29 +126,31 @@ class RunLog:
         self.run_id = run_id
         self.experiment_id = experiment_id
         self._pending: list = []
-        self.seconds_logging = 0.0  # time spent in MLflow calls, for the overhead benchmark
+        self.watch = Stopwatch()  # seconds in MLflow calls, by phase (timings.py)
 
-    def _timed(self, fn, *args, **kwargs):
-        start = time.perf_counter()
-        try:
+    @property
+    def seconds_logging(self) -> float:
+        return sum(self.watch.seconds.values())
+
+    def _timed(self, phase: str, fn, *args, **kwargs):
+        with self.watch(phase):
             return fn(*args, **kwargs)
-        finally:
-            self.seconds_logging += time.perf_counter() - start
 
     def log_params(self, params: dict[str, Any]) -> None:
         items = [Param(str(k), _param_value(v)) for k, v in params.items()]
         for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
-            self._timed(self.client.log_batch, self.run_id, params=items[start:start + 100])
+            self._timed("mlflow_params", self.client.log_batch, self.run_id,
+                        params=items[start:start + 100])
 
     def set_tags(self, tags: dict[str, Any]) -> None:
-        self._timed(self.client.log_batch, self.run_id,
+        self._timed("mlflow_params", self.client.log_batch, self.run_id,
                     tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0,
                     synchronous: bool = True) -> None:
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        op = self._timed(self.client.log_batch, self.run_id, metrics=batch,
+        op = self._timed("mlflow_metrics", self.client.log_batch, self.run_id, metrics=batch,
                          synchronous=synchronous)
         if not synchronous and op is not None:
             self._pending.append(op)
@@ -162,15 +165,15 @@ class RunLog:
     def log_diagnostics(self, diag: Diagnostics, images: torch.Tensor, labels: torch.Tensor,
                         predictions: torch.Tensor, title: str) -> None:
         """Confusion matrix (picture and JSON), per-class accuracy, a picture of mistakes."""
-        self._timed(self.client.log_figure, self.run_id, confusion_figure(diag, title),
-                    "confusion_matrix.png")
-        self._timed(self.client.log_dict, self.run_id, diag.as_dict(), "confusion_matrix.json")
+        with self.watch("mlflow_artifacts"):  # drawing the pictures included
+            self.client.log_figure(self.run_id, confusion_figure(diag, title),
+                                   "confusion_matrix.png")
+            self.client.log_dict(self.run_id, diag.as_dict(), "confusion_matrix.json")
+            mistakes = mistakes_image(images, labels, predictions)
+            if mistakes is not None:
+                self.client.log_image(self.run_id, mistakes, artifact_file="val_mistakes.png")
         self.log_metrics({f"val_accuracy_digit_{d}": a
                           for d, a in diag.per_class_accuracy.items()})
-        mistakes = mistakes_image(images, labels, predictions)
-        if mistakes is not None:
-            self._timed(self.client.log_image, self.run_id, mistakes,
-                        artifact_file="val_mistakes.png")
 
     def log_model(self, net: torch.nn.Module, spec: ModelSpec,
                   example_images: torch.Tensor) -> str:
@@ -180,6 +183,11 @@ class RunLog:
         and needs no `pipeline` installed. The architecture rides along as metadata so `pipeline
         predict` can rebuild the network and report probabilities too.
         """
+        with self.watch("mlflow_model"):  # the copy and the export included
+            return self._log_model(net, spec, example_images)
+
+    def _log_model(self, net: torch.nn.Module, spec: ModelSpec,
+                   example_images: torch.Tensor) -> str:
         reader = DigitReader(copy.deepcopy(net).float().cpu()
                              .to(memory_format=torch.contiguous_format)).eval()
         # Two examples, not one: torch.export would specialise a batch dimension of size 1.
@@ -188,8 +196,8 @@ class RunLog:
         # is active; point it at this run's (a fluent run would force the status on exit).
         mlflow.set_tracking_uri(self.client.tracking_uri)
         mlflow.set_experiment(experiment_id=self.experiment_id)
-        info = self._timed(
-            mlflow.pytorch.log_model, reader, name=MODEL_NAME_IN_RUN, run_id=self.run_id,
+        info = mlflow.pytorch.log_model(
+            reader, name=MODEL_NAME_IN_RUN, run_id=self.run_id,
             signature=MODEL_SIGNATURE, input_example=example,
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
             metadata={"pipeline_architecture": spec.to_dict(),
@@ -205,15 +213,17 @@ class RunLog:
 
     def finish(self, status: str, tags: dict[str, Any] | None = None) -> None:
         """Wait for background metric batches, tag the outcome, and close the run."""
-        for op in self._pending:
-            try:
-                op.wait()
-            except Exception:  # noqa: BLE001 - a lost metric batch must not lose the status
-                pass
-        self._pending.clear()
-        if tags:
-            self.set_tags(tags)
-        self._timed(self.client.set_terminated, self.run_id, status)
+        with self.watch("mlflow_close"):
+            for op in self._pending:
+                try:
+                    op.wait()
+                except Exception:  # noqa: BLE001 - a lost metric batch must not lose the status
+                    pass
+            self._pending.clear()
+            if tags:
+                self.client.log_batch(self.run_id,
+                                      tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+            self.client.set_terminated(self.run_id, status)
 
 
 def _param_value(value: Any) -> str:

@@ -22,6 +22,7 @@ from pipeline.augment import random_affine
 from pipeline.data import DataSplits, Split
 from pipeline.errors import DeviceError, NonFiniteLossError
 from pipeline.settings import GRAPH_OPTIMIZERS, TrainSettings
+from pipeline.timings import Stopwatch
 
 
 @dataclass(frozen=True)
@@ -38,11 +39,24 @@ class EpochStats:
     images_per_second: float  # training images per second of training time
 
 
+@dataclass(frozen=True)
+class Report:
+    """One validation measurement for the pruner: after each epoch, and ``reports_per_epoch - 1``
+    more times inside every epoch when a space asks for fractions of an epoch."""
+
+    step: int  # 1-based count of reports; an epoch is ``reports_per_epoch`` steps
+    epochs: float  # passes over the training images so far, e.g. 0.25
+    val_accuracy: float
+    val_loss: float
+
+
 @dataclass
 class FitResult:
     history: list[EpochStats]
     val_predictions: torch.Tensor  # final model's predicted digit per validation image (CPU)
     plan: ExecutionPlan
+    train_seconds: float = 0.0  # training steps (with the reads that end each epoch)
+    eval_seconds: float = 0.0  # every validation pass, those inside epochs included
 
     @property
     def device(self) -> torch.device:
@@ -323,14 +337,22 @@ def fit(
     *,
     on_step: Callable[[int, int], None] | None = None,
     step_report_every: int = 25,
+    on_report: Callable[[Report], None] | None = None,
+    reports_per_epoch: int = 1,
+    watch: Stopwatch | None = None,
 ) -> FitResult:
     """Train ``model`` on ``data.train``, evaluating on ``data.val`` after every epoch.
 
-    ``on_epoch_end(stats)`` runs after each epoch; it may raise (a search raises TrialPruned) to
-    stop training. ``on_step(step, steps_per_epoch)`` runs every ``step_report_every`` steps for
-    progress bars and reads nothing from the device. Raises NonFiniteLossError when the loss
-    diverges. The model is left on the training device, in eval mode.
+    ``on_epoch_end(stats)`` runs after each epoch; ``on_report(report)`` after it, and also
+    ``reports_per_epoch - 1`` times inside each epoch, at evenly spaced steps, each time after a
+    validation pass. Either may raise (a search raises TrialPruned) to stop training.
+    ``on_step(step, steps_per_epoch)`` runs every ``step_report_every`` steps for progress bars
+    and reads nothing from the device. Raises NonFiniteLossError when the loss diverges. The
+    model is left on the training device, in eval mode. ``watch`` gets the seconds of training
+    steps and validation passes as they happen, so a trial stopped part-way has them too.
     """
+    watch = watch if watch is not None else Stopwatch()
+    train_before, eval_before = watch.seconds["train"], watch.seconds["evaluate"]
     plan = plan_execution(model, settings)
     device, precision, channels_last = plan.device, plan.precision, plan.channels_last
     configure_backends(device)
@@ -379,9 +401,22 @@ def fit(
                       generator=generator)
     history: list[EpochStats] = []
     predictions = torch.empty(0, dtype=torch.long)
+    # The steps after which a report falls inside an epoch (its end reports anyway).
+    inside = {(j * steps) // reports_per_epoch: j for j in range(1, reports_per_epoch)} \
+        if on_report is not None else {}
+    inside.pop(0, None)
+
+    def validate() -> tuple[float, float, torch.Tensor]:
+        with watch("evaluate"):
+            measured = evaluate(model, val_split, batch_size=settings.eval_batch_size,
+                                device=device, precision=precision, channels_last=channels_last)
+            model.train()
+        return measured
+
     try:
         for epoch in range(1, settings.epochs + 1):
-            epoch_start = time.perf_counter()
+            epoch_start = segment_start = time.perf_counter()
+            train_seconds = 0.0  # of this epoch: its steps, not what reports do between them
             loss_sum.zero_()
             correct.zero_()
             order = torch.randperm(n, device=device, generator=generator)
@@ -390,16 +425,26 @@ def fit(
                 schedule.step()
                 if on_step is not None and (i + 1) % step_report_every == 0:
                     on_step(i + 1, steps)
+                if i + 1 in inside:
+                    segment = time.perf_counter() - segment_start
+                    train_seconds += segment
+                    watch.add("train", segment)
+                    val_loss, val_accuracy, _ = validate()
+                    if not math.isfinite(val_loss):
+                        raise NonFiniteLossError(epoch, float(optimizer.param_groups[0]["lr"]))
+                    j = inside[i + 1]
+                    on_report(Report((epoch - 1) * reports_per_epoch + j,
+                                     epoch - 1 + j / reports_per_epoch, val_accuracy, val_loss))
+                    segment_start = time.perf_counter()
             train_loss, right = torch.stack([loss_sum, correct.float()]).tolist()  # one read
             train_loss /= steps
-            train_seconds = time.perf_counter() - epoch_start
+            segment = time.perf_counter() - segment_start
+            train_seconds += segment
+            watch.add("train", segment)
             lr = float(optimizer.param_groups[0]["lr"])
             if not math.isfinite(train_loss):
                 raise NonFiniteLossError(epoch, lr)
-            val_loss, val_accuracy, predictions = evaluate(
-                model, val_split, batch_size=settings.eval_batch_size, device=device,
-                precision=precision, channels_last=channels_last)
-            model.train()
+            val_loss, val_accuracy, predictions = validate()
             stats = EpochStats(
                 epoch=epoch,
                 train_loss=train_loss,
@@ -415,7 +460,12 @@ def fit(
             history.append(stats)
             if on_epoch_end is not None:
                 on_epoch_end(stats)
+            if on_report is not None:
+                on_report(Report(epoch * reports_per_epoch, float(epoch), val_accuracy,
+                                 val_loss))
     finally:
         run_step.close()
     model.eval()
-    return FitResult(history, predictions, plan)
+    return FitResult(history, predictions, plan,
+                     train_seconds=watch.seconds["train"] - train_before,
+                     eval_seconds=watch.seconds["evaluate"] - eval_before)

@@ -20,12 +20,14 @@ from pipeline.data import DataSplits
 from pipeline.errors import NonFiniteLossError
 from pipeline.hparams import make_config
 from pipeline.keys import (
+    ATTR_EPOCHS,
     ATTR_MODEL_URI,
     ATTR_OUTCOME,
     ATTR_OVERHEAD_SECONDS,
     ATTR_PRUNED_EPOCH,
     ATTR_REASON,
     ATTR_RUN_ID,
+    ATTR_SECONDS,
     ATTR_TRAIN_SECONDS,
     ATTR_VAL_ACCURACY,
     ATTR_WORKER,
@@ -42,9 +44,10 @@ from pipeline.liveness import worker_id
 from pipeline.outcomes import COMPLETE, OUT_OF_MEMORY, Outcome, outcome_of, reason_for
 from pipeline.progress import SearchProgress, format_value
 from pipeline.space import SearchSpace
+from pipeline.timings import Stopwatch, overhead
 from pipeline.tracked import tracked_fit
 from pipeline.tracking import RunLog, Tracker, library_versions
-from pipeline.train import EpochStats, choose_device
+from pipeline.train import EpochStats, Report, choose_device
 
 
 @dataclass(frozen=True)
@@ -78,11 +81,15 @@ class TrialRunner:
         """Run ``trial`` to its outcome. Ctrl-C (KeyboardInterrupt) is recorded, then re-raised:
         the caller fails the trial and queues it again."""
         start = time.perf_counter()
+        watch = Stopwatch()  # where this trial's time goes (timings.py)
         worker = worker_id()
-        trial.set_user_attr(ATTR_WORKER, worker)
-        sampled = self.space.suggest(trial)
-        run = self._open_run(trial, sampled, worker)
-        value, error = None, None
+        with watch("optuna"):
+            trial.set_user_attr(ATTR_WORKER, worker)
+            sampled = self.space.suggest(trial)
+        with watch("mlflow_params"):
+            run = self._open_run(trial, sampled, worker)
+        value, error, attrs = None, None, {}
+        self.epochs_done: float = 0  # as far as the last report
         try:
             config = make_config({**self.space.hyperparameters(sampled), "device": self.device,
                                   "seed": self.seed + trial.number})
@@ -93,26 +100,37 @@ class TrialRunner:
                         "space_fingerprint": self.space.fingerprint,
                         "space_file": self.space.path.name},
                 on_epoch_end=self._epoch_hook(trial),
+                on_report=self._report_hook(trial, watch),
+                reports_per_epoch=self.space.reports_per_epoch, watch=watch,
                 title=f"trial {trial.number}: validation accuracy {{accuracy:.2%}}")
             final = fitted.result.final
             value = final.val_accuracy if self.space.metric == "val_accuracy" else final.val_loss
-            trial.set_user_attr(ATTR_MODEL_URI, fitted.model_uri)
-            trial.set_user_attr(ATTR_VAL_ACCURACY, final.val_accuracy)
-            trial.set_user_attr(ATTR_TRAIN_SECONDS, round(fitted.seconds, 3))
-            overhead = time.perf_counter() - start - fitted.seconds
-            trial.set_user_attr(ATTR_OVERHEAD_SECONDS, round(overhead, 3))
-            run.log_metrics({"train_seconds": fitted.seconds, "overhead_seconds": overhead,
-                             "mlflow_seconds": run.seconds_logging})
+            attrs = {ATTR_MODEL_URI: fitted.model_uri, ATTR_VAL_ACCURACY: final.val_accuracy,
+                     ATTR_TRAIN_SECONDS: round(fitted.seconds, 3)}
         except (Exception, KeyboardInterrupt) as e:  # every way a trial can end is an outcome
             error = e
         outcome = outcome_of(error)
         reason = reason_for(outcome, error)
-        trial.set_user_attr(ATTR_OUTCOME, outcome.name)
+        attrs[ATTR_OUTCOME] = outcome.name
         if reason:
-            trial.set_user_attr(ATTR_REASON, reason)
+            attrs[ATTR_REASON] = reason
         if isinstance(error, NonFiniteLossError):
-            trial.set_user_attr(ATTR_PRUNED_EPOCH, error.epoch)
-        run.close(outcome, reason, pruned_epoch=trial.user_attrs.get(ATTR_PRUNED_EPOCH))
+            attrs[ATTR_PRUNED_EPOCH] = error.epoch
+        attrs[ATTR_EPOCHS] = self.epochs_done
+        pruned_epoch = attrs.get(ATTR_PRUNED_EPOCH, trial.user_attrs.get(ATTR_PRUNED_EPOCH))
+        # The breakdown so far goes on the run; the whole, its close included, on the trial.
+        watch.merge(run.watch.seconds)  # no close yet
+        so_far = watch.breakdown(time.perf_counter() - start)
+        run.log_metrics({f"seconds_{phase}": s for phase, s in so_far.items()}
+                        | {"overhead_seconds": overhead(so_far)})
+        run.close(outcome, reason, pruned_epoch=pruned_epoch)
+        watch.add("mlflow_close", run.watch.seconds["mlflow_close"])
+        with watch("optuna"):
+            for key, attr in attrs.items():
+                trial.set_user_attr(key, attr)
+        breakdown = watch.breakdown(time.perf_counter() - start)
+        trial.set_user_attr(ATTR_SECONDS, breakdown)
+        trial.set_user_attr(ATTR_OVERHEAD_SECONDS, round(overhead(breakdown), 3))
         if outcome is OUT_OF_MEMORY:
             _release_memory()
         if isinstance(error, KeyboardInterrupt):
@@ -132,21 +150,40 @@ class TrialRunner:
         return run
 
     def _epoch_hook(self, trial: optuna.Trial) -> Callable[[EpochStats], None]:
-        metric = self.space.metric
-
         def on_epoch_end(stats: EpochStats) -> None:
-            value = stats.val_accuracy if metric == "val_accuracy" else stats.val_loss
-            trial.report(value, stats.epoch)
             self.progress.epoch_done(trial.number, stats)
             if self.should_stop is not None and self.should_stop():
                 raise KeyboardInterrupt  # the same clean path as Ctrl-C
-            if trial.should_prune():
-                trial.set_user_attr(ATTR_PRUNED_EPOCH, stats.epoch)
-                raise optuna.TrialPruned(
-                    f"pruned after epoch {stats.epoch}: {metric} "
-                    f"{format_value(metric, value)} is below the median of earlier "
-                    "trials at that epoch")
         return on_epoch_end
+
+    def _report_hook(self, trial: optuna.Trial, watch: Stopwatch) -> Callable[[Report], None]:
+        """Report each validation measurement to the pruner, and stop the trial if it says so."""
+        metric, pruner = self.space.metric, self.space.pruner
+
+        def on_report(report: Report) -> None:
+            self.epochs_done = (int(report.epochs) if report.epochs.is_integer()
+                                else report.epochs)
+            value = report.val_accuracy if metric == "val_accuracy" else report.val_loss
+            with watch("optuna"):
+                trial.report(value, report.step)
+                prune = trial.should_prune()
+                if prune:
+                    trial.set_user_attr(ATTR_PRUNED_EPOCH, self.epochs_done)
+            if prune:
+                raise optuna.TrialPruned(pruned_message(pruner, metric, value, report.epochs))
+        return on_report
+
+
+def pruned_message(pruner: dict, metric: str, value: float, epochs: float) -> str:
+    """Why the pruner stopped a trial, in its own terms."""
+    at = (f"after epoch {int(epochs)}" if epochs.is_integer()
+          else f"after {epochs:g} epochs")
+    measured = f"{metric} {format_value(metric, value)}"
+    if pruner["type"] == "median":
+        return f"pruned {at}: {measured} is below the median of earlier trials at that point"
+    share = f"1/{pruner['reduction_factor']}"
+    return (f"pruned {at}: {measured} is not in the top {share} of the trials that reached "
+            f"this rung ({pruner['type'].replace('_', ' ')})")
 
 
 def _release_memory() -> None:

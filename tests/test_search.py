@@ -29,6 +29,7 @@ from helpers import (
 from optuna.trial import TrialState
 
 from pipeline import outcomes
+from pipeline.timings import PHASES
 
 # Learning rates down to 1e-6 learn nothing in two epochs: the seeded random start draws some,
 # and the median pruner must stop them.
@@ -96,6 +97,63 @@ def test_the_study_has_n_trials_and_mlflow_one_parent_and_n_matching_children(se
     assert TrialState.COMPLETE in states and TrialState.PRUNED in states
     # The progress lines a log shows, one per trial.
     assert sum(line.startswith("trial ") for line in result.stdout.splitlines()) == 8
+
+
+def test_every_trial_records_where_its_time_went(searched):
+    """By phase, on the trial and its run; the phases add up to the trial's wall time, and the
+    report sums them."""
+    folder, result = searched
+    runs = {r.info.run_id: r for r in runs_by_role(folder, "mnist-tiny")["trial"]}
+    for trial in optuna_study(folder, "mnist-tiny").get_trials():
+        seconds = trial.user_attrs["seconds"]
+        assert list(seconds) == list(PHASES)
+        assert all(v >= 0 for v in seconds.values())
+        wall = trial.duration.total_seconds()
+        # The phases account for the wall time: what none of them measured ("other") is small.
+        assert sum(seconds.values()) == pytest.approx(wall, abs=0.05 + 0.05 * wall)
+        assert seconds["other"] <= 0.05 + 0.05 * wall, seconds
+        assert seconds["train"] > 0 and seconds["evaluate"] > 0
+        if trial.state == TrialState.COMPLETE:
+            assert seconds["mlflow_model"] > 0 and seconds["mlflow_artifacts"] > 0
+        else:
+            assert seconds["mlflow_model"] == 0  # a pruned trial logs no model
+        metrics = runs[trial.user_attrs["mlflow_run_id"]].data.metrics
+        assert metrics["seconds_train"] == pytest.approx(seconds["train"])
+        assert trial.user_attrs["overhead_seconds"] == pytest.approx(
+            sum(v for k, v in seconds.items() if k not in ("train", "evaluate")), abs=2e-3)
+    assert "Where the time went (8 finished trials" in result.stdout
+    assert re.search(r"overhead \(all but train and evaluate\): [\d.]+ s per complete trial, "
+                     r"[\d.]+ s per pruned trial", result.stdout)
+
+
+# Successive halving with four reports per epoch: rungs at 1/4, 1/2, 1 and 2 epochs, and only the
+# top half of the trials at a rung go on. Learning rates down to 1e-6 learn nothing.
+HALVING = TINY.replace("pruner: {n_startup_trials: 2, n_warmup_steps: 0}",
+                       "pruner: {type: successive_halving, reduction_factor: 2, "
+                       "reports_per_epoch: 4}")
+
+
+def test_successive_halving_stops_weak_trials_part_way_through_an_epoch(tmp_path):
+    result = _search(tmp_path, HALVING, "--trials", "6", "--no-report", name="halving")
+    assert result.returncode == 0, result.stderr
+    trials = optuna_study(tmp_path, "mnist-halving").get_trials()
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    assert pruned and any(t.user_attrs["pruned_epoch"] < 1 for t in pruned)
+    runs = {r.info.run_id: r for r in runs_by_role(tmp_path, "mnist-halving")["trial"]}
+    for t in trials:
+        # Reports are quarters of an epoch, numbered 1, 2, 3, ...; epochs trained follow them.
+        assert sorted(t.intermediate_values) == list(range(1, len(t.intermediate_values) + 1))
+        assert t.user_attrs["epochs_trained"] == len(t.intermediate_values) / 4
+        if t.state == TrialState.PRUNED:
+            fraction = t.user_attrs["pruned_epoch"]
+            assert fraction == t.user_attrs["epochs_trained"]
+            assert runs[t.user_attrs["mlflow_run_id"]].data.tags["pipeline.pruned_epoch"] == \
+                str(fraction)
+            assert "(successive halving)" in t.user_attrs["reason"]
+            assert f"pruned after {fraction:g} epochs" in t.user_attrs["reason"] or \
+                f"pruned after epoch {fraction:g}" in t.user_attrs["reason"]
+        else:
+            assert len(t.intermediate_values) == 8  # two epochs, four reports each
 
 
 def test_complete_trials_have_a_confusion_matrix_and_a_model_that_reads_digits(searched, mnist):

@@ -56,6 +56,41 @@ def test_fingerprint_ignores_comments_and_layout_but_not_values(tmp_path):
     assert load_space(a).fingerprint != load_space(c).fingerprint
 
 
+def test_reporting_once_per_epoch_spelled_out_keeps_the_fingerprint(tmp_path):
+    """Studies made before reports_per_epoch existed resume without --force."""
+    plain, spelled, quarters = (tmp_path / "a.yaml", tmp_path / "b.yaml", tmp_path / "c.yaml")
+    plain.write_text(GOOD)
+    spelled.write_text(GOOD.replace("n_warmup_steps: 0}", "n_warmup_steps: 0, "
+                                                          "reports_per_epoch: 1}"))
+    quarters.write_text(GOOD.replace("n_warmup_steps: 0}", "n_warmup_steps: 0, "
+                                                           "reports_per_epoch: 4}"))
+    assert load_space(plain).fingerprint == load_space(spelled).fingerprint
+    assert load_space(plain).fingerprint != load_space(quarters).fingerprint
+    assert load_space(quarters).reports_per_epoch == 4
+
+
+@pytest.mark.parametrize("pruner, kind, settings", [
+    ("{type: successive_halving, reduction_factor: 2, reports_per_epoch: 4}",
+     optuna.pruners.SuccessiveHalvingPruner,
+     {"_min_resource": 1, "_reduction_factor": 2, "_min_early_stopping_rate": 0}),
+    # Hyperband's largest resource: the space's most epochs (a parameter's top), in reports.
+    ("{type: hyperband, min_resource: 2, reports_per_epoch: 4}",
+     optuna.pruners.HyperbandPruner,
+     {"_min_resource": 2, "_max_resource": 5 * 4, "_reduction_factor": 3}),
+    ("{type: none}", optuna.pruners.NopPruner, {}),
+])
+def test_each_pruner_type_makes_optunas_own_pruner(tmp_path, pruner, kind, settings):
+    from pipeline.studies import make_pruner
+
+    path = tmp_path / "s.yaml"
+    path.write_text(GOOD.replace("{type: median, n_startup_trials: 1, n_warmup_steps: 0}", pruner)
+                    + "  epochs: {type: int, low: 1, high: 5}\n")
+    made = make_pruner(load_space(path))
+    assert type(made) is kind
+    for name, value in settings.items():  # Optuna keeps them in private fields
+        assert getattr(made, name) == value, name
+
+
 def test_conditional_parameters_are_only_sampled_when_their_condition_holds(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text(GOOD)
@@ -102,8 +137,19 @@ BAD = [
      "params.val_size: data keys cannot be searched"),
     (lambda s: s.replace("metric: val_accuracy", "metric: test_accuracy"),
      "study.metric: unknown metric 'test_accuracy'"),
-    (lambda s: s.replace("type: median", "type: hyperband"),
-     "study.pruner.type: unknown pruner 'hyperband'"),
+    (lambda s: s.replace("type: median", "type: hyperbolic"),
+     "study.pruner.type: unknown pruner 'hyperbolic'; use one of median, successive_halving, "
+     "hyperband, none"),
+    (lambda s: s.replace("type: median", "type: median, reports_per_epoch: 0"),
+     "study.pruner.reports_per_epoch: must be a whole number from 1 to 100, got 0"),
+    (lambda s: s.replace("pruner: {type: median, n_startup_trials: 1, n_warmup_steps: 0}",
+                         "pruner: {type: hyperband, reduction_factor: 1}"),
+     "study.pruner.reduction_factor: must be a whole number >= 2, got 1"),
+    # Each pruner takes its own keys: the median's warm-up means nothing to Hyperband.
+    (lambda s: s.replace("pruner: {type: median, n_startup_trials: 1, n_warmup_steps: 0}",
+                         "pruner: {type: hyperband, n_warmup_steps: 1}"),
+     "study.pruner.n_warmup_steps: unknown key; expected one of type, min_resource, "
+     "reduction_factor"),
     (lambda s: s.replace("type: tpe", "type: grid"), "the grid sampler needs int or categorical"),
     (lambda s: s.replace("train_subset: 1000", "train_subset: 60000"),
      "data: train_subset must be a whole number between 1 and 59,500 (60,000 minus val_size)"),

@@ -10,6 +10,7 @@ import torch
 from pipeline.errors import DeviceError, UsageError
 from pipeline.model import build_model
 from pipeline.settings import ModelSpec, TrainSettings
+from pipeline.timings import Stopwatch
 from pipeline.train import NonFiniteLossError, choose_device, evaluate, fit, plan_execution
 
 SMALL = ModelSpec(depth=2, width=8, fc_width=32)
@@ -37,6 +38,28 @@ def test_it_learns_a_small_problem_and_reports_every_epoch(small_data):
                                         channels_last=result.channels_last)
     assert torch.equal(predictions, result.val_predictions)
     assert accuracy == pytest.approx(result.final.val_accuracy)
+
+
+def test_reports_come_at_even_fractions_of_each_epoch_and_a_report_can_stop_training(
+        small_data):
+    reports, seen = [], []
+    watch = Stopwatch()
+
+    def stop_in_the_second_epoch(report):
+        reports.append(report)
+        if report.step == 6:
+            raise StopIteration  # as a pruner's TrialPruned would
+
+    with pytest.raises(StopIteration):
+        fit(build_model(SMALL, seed=0), small_data, _settings(), on_epoch_end=seen.append,
+            on_report=stop_in_the_second_epoch, reports_per_epoch=4, watch=watch)
+    assert [r.step for r in reports] == [1, 2, 3, 4, 5, 6]
+    assert [r.epochs for r in reports] == [0.25, 0.5, 0.75, 1.0, 1.25, 1.5]
+    # The epoch's own report is its end-of-epoch validation.
+    assert reports[3].val_accuracy == seen[0].val_accuracy and len(seen) == 1
+    assert reports[0].val_accuracy < reports[5].val_accuracy
+    # A trial stopped part-way still has its training and validation time.
+    assert watch.seconds["train"] > 0 and watch.seconds["evaluate"] > 0
 
 
 @pytest.mark.parametrize("optimizer, schedule", [
