@@ -41,12 +41,14 @@ def cluster():
 
     # A lost node is declared dead after 3 missed 1-second health checks, not Ray's default of
     # about 20 seconds: the test waits less, and nothing else changes.
-    fast_checks = {"health_check_period_ms": 1000, "health_check_timeout_ms": 1000,
-                   "health_check_failure_threshold": 3}
+    # Ray runs its workers at niceness 15 to keep its own daemons responsive; beside the other
+    # tests of a busy 2-core CI machine they would then starve (minutes to start an actor).
+    system_config = {"health_check_period_ms": 1000, "health_check_timeout_ms": 1000,
+                   "health_check_failure_threshold": 3, "worker_niceness": 0}
     ray_cluster = Cluster(initialize_head=True,
                           head_node_args={"num_cpus": NODE_CPUS,
                                           "object_store_memory": OBJECT_STORE,
-                                          "_system_config": fast_checks})
+                                          "_system_config": system_config})
     ray_cluster.add_node(num_cpus=NODE_CPUS, object_store_memory=OBJECT_STORE)
     yield ray_cluster
     ray_cluster.shutdown()
@@ -82,6 +84,10 @@ def lost_node_search(cluster, postgres, tracking_server, tmp_path_factory):
     driver = start_cli(*_args(folder, storage, cluster.address), cwd=folder, env=env)
 
     def a_trial_mid_training():
+        if driver.poll() is not None:  # the search ended first: say why, at once
+            out, err = driver.communicate()
+            raise AssertionError(f"the search ended (exit {driver.returncode}) before a trial "
+                                 f"ran on the second node:\n{out[-2000:]}\n{err[-2000:]}")
         try:
             study = optuna.load_study(study_name="mnist-tiny", storage=storage)
         except Exception:  # noqa: BLE001 - the study may not exist yet
