@@ -94,7 +94,9 @@ def tracking_server(postgres, tmp_path_factory):
     server = start_server(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
          postgres.database("mlflow"), "--artifacts-destination", str(artifacts),
-         "--host", "127.0.0.1", "--port", str(port)], cwd=artifacts, name="mlflow-server")
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+        # No GenAI job runner (8 more processes importing MLflow on a 2-core machine).
+        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, cwd=artifacts, name="mlflow-server")
     url = f"http://127.0.0.1:{port}"
     wait_for_http(f"{url}/health", server=server, what="the MLflow tracking server")
     yield url

@@ -140,6 +140,23 @@ def start_server(command: list[str], *, cwd: Path, env: dict | None = None,
     return Background(command, cwd=cwd, env=full, name=name)
 
 
+def descendants(pid: int) -> list[int]:
+    """Every living process started, directly or not, by ``pid`` (read from /proc)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
 def wait_for(predicate, *, timeout: float = 180, interval: float = 0.25, what: str = ""):
     """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
     deadline = time.monotonic() + timeout

@@ -46,7 +46,8 @@ def cluster():
     system_config = {"health_check_period_ms": 1000, "health_check_timeout_ms": 1000,
                    "health_check_failure_threshold": 3, "worker_niceness": 0}
     ray_cluster = Cluster(initialize_head=True,
-                          head_node_args={"num_cpus": NODE_CPUS,
+                          # No dashboard: nothing here reads it, and it is 3 more processes.
+                          head_node_args={"num_cpus": NODE_CPUS, "include_dashboard": False,
                                           "object_store_memory": OBJECT_STORE,
                                           "_system_config": system_config})
     ray_cluster.add_node(num_cpus=NODE_CPUS, object_store_memory=OBJECT_STORE)

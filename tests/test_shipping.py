@@ -20,6 +20,7 @@ import pytest
 import requests
 from helpers import (
     assert_one_line_error,
+    descendants,
     free_port,
     invoke,
     port_is_closed,
@@ -264,6 +265,8 @@ def test_the_mlflow_ui_shows_the_study_and_its_trials_in_a_real_browser(shop, tm
     try:
         wait_for(lambda: f"at {url}" in ui.output()[0], timeout=60, what="the UI's URL line")
         wait_for_http(url, server=ui, what="pipeline ui")
+        # One server process (and its MLflow launcher), not MLflow's default fourteen.
+        assert len(descendants(ui.pid)) <= 3, descendants(ui.pid)
         browser = _chromium()
         try:
             def page_has(text):
