@@ -38,6 +38,7 @@ def cli() -> None:
     pipeline promote best         register the best model as mnist-cnn@champion
     pipeline models               the registered versions
     pipeline predict IMAGE...     read digits from PNG/JPEG files
+    pipeline export               the champion as an ONNX file, checked with onnxruntime
     pipeline ui                   browse runs in MLflow's UI
     pipeline train                train one configuration
     pipeline data                 fetch and verify MNIST
@@ -364,6 +365,30 @@ def predict(images: tuple[Path, ...], model_uri: str, as_json: bool, as_request:
             click.echo(f"Error: {result.file}: {result.error}", err=True)
     if any(r.error for r in results):
         raise click.exceptions.Exit(1)
+
+
+@cli.command()
+@click.option("--model", "model_uri", default="models:/mnist-cnn@champion", show_default=True,
+              help="Model URI: models:/NAME@ALIAS, models:/NAME/VERSION, models:/m-<id>, runs:/…")
+@click.option("--output", "-o", type=click.Path(path_type=Path),
+              default=Path("digit-reader.onnx"), show_default=True,
+              help="Where the ONNX file goes (a folder: digit-reader.onnx in it).")
+@data_dir_option
+def export(model_uri: str, output: Path, data_dir: Path | None) -> None:
+    """The model as one ONNX file, checked with onnxruntime on the 10,000 test images.
+
+    Input: float32 pixels (N, 28, 28) in [0, 1]; outputs: probabilities (N, 10), digit (N,).
+    A registered version also gets the file as an artifact of its model.
+    """
+    from pipeline.data import load_mnist
+    from pipeline.export import check_output, export, require_onnx
+    from pipeline.registry import held_out_images, registry_client
+
+    check_output(output)  # usage errors first, before the data and the model load
+    require_onnx()
+    client = registry_client()
+    export(model_uri, output, lambda: held_out_images(load_mnist(data_dir, log=click.echo)),
+           client=client, echo=click.echo)
 
 
 @cli.command()

@@ -11,7 +11,8 @@ def test_the_real_program_answers_help_and_a_usage_error_in_one_line(tmp_path):
     exit status and stderr, with no traceback)."""
     helped = run_cli("--help", cwd=tmp_path)
     assert helped.returncode == 0
-    for command in ("search", "report", "promote", "models", "predict", "ui", "train", "data"):
+    for command in ("search", "report", "promote", "models", "predict", "export", "ui", "train",
+                    "data"):
         assert command in helped.stdout
     refused = run_cli("train", "--depth", "5", cwd=tmp_path)
     assert_one_line_error(refused, "shrinks to nothing", code=2)

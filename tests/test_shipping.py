@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -341,3 +342,68 @@ def test_promoting_a_worse_run_keeps_the_champion_and_promoting_again_is_idempot
     assert client.get_model_version_by_alias(name, "champion").version != champion.version
     # The shared champion never moved.
     assert str(client.get_model_version_by_alias("mnist-cnn", "champion").version) == "1"
+
+
+def _readme_block(marker: str) -> str:
+    """The fenced block that follows ``<!-- marker -->`` in the README, as users copy it."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    after = text.split(f"<!-- {marker} -->", 1)[1]
+    return after.split("```", 2)[1].split("\n", 1)[1]
+
+
+def test_export_writes_an_onnx_file_that_answers_like_the_champion(shop, mnist):
+    """The README's command, its agreement figures on the 10,000 test images, the file in the
+    registry beside the champion, and the README's onnxruntime lines reading it."""
+    import mlflow
+    import onnxruntime
+
+    folder, _ = shop
+    result = invoke("export", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    same = int(result.stdout.split("the same digit on ")[1].split()[0].replace(",", ""))
+    difference = float(result.stdout.split("largest probability difference ")[1].split()[0])
+    assert same >= 9990 and difference <= 1e-3
+    written = folder / "digit-reader.onnx"
+    assert written.is_file() and not list(folder.glob(".*.partial"))
+
+    # Any batch size: the batch dimension is dynamic. Digits agree with the served model.
+    mlflow.set_tracking_uri(f"sqlite:///{folder}/mlflow.db")  # the registry's too
+    try:
+        served = mlflow.pyfunc.load_model("models:/mnist-cnn@champion")
+        session = onnxruntime.InferenceSession(str(written))
+        images = (mnist.test.images[:7].float() / 255).numpy()
+        for batch in (images[:1], images):
+            probabilities, digits = session.run(None, {"pixels": batch})
+            assert probabilities.shape == (len(batch), 10)
+            assert digits.tolist() == np.asarray(served.predict(batch)).tolist()
+        # A copy is logged with the registered version, and the version says where.
+        champion = _registry(folder).get_model_version_by_alias("mnist-cnn", "champion")
+        copy = Path(mlflow.artifacts.download_artifacts(champion.tags["pipeline.onnx"]))
+        assert copy.read_bytes() == written.read_bytes()
+    finally:
+        mlflow.set_tracking_uri(None)  # the next test starts from nothing, as invoke does
+
+    example = subprocess.run([sys.executable, "-c", _readme_block("onnx-example")], cwd=folder,
+                             capture_output=True, text=True, timeout=120)
+    assert example.returncode == 0, example.stderr
+    assert example.stdout.split()[0] in "0123456789"
+
+
+@pytest.mark.parametrize("args, fragment, code", [
+    (("--output", "no/such/folder/reader.onnx"), "does not exist", 2),
+    (("--model", "models:/mnist-cnn@staging"), "has no alias 'staging'", 1),
+])
+def test_export_refuses_clearly_and_writes_nothing(shop, args, fragment, code):
+    folder, _ = shop
+    before = sorted(p.name for p in folder.iterdir())
+    result = invoke("export", *args, cwd=folder)
+    assert_one_line_error(result, fragment, code=code)
+    assert sorted(p.name for p in folder.iterdir()) == before
+
+
+def test_export_checks_both_agreement_bounds():
+    from pipeline.export import Agreement
+
+    assert Agreement(10_000, 9_990, 9e-4, 0.99).passed
+    assert not Agreement(10_000, 9_989, 0.0, 0.99).passed  # one digit too many differs
+    assert not Agreement(10_000, 10_000, 2e-3, 0.99).passed  # probabilities drifted
