@@ -259,3 +259,28 @@ def require_system_tools(*tools: str, packages: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(message + " (.ci/run should have installed it)")
     pytest.skip(message)
+
+
+def optuna_dashboard_study(storage: str, study_name: str, *, cwd: Path) -> dict:
+    """Start Optuna's own dashboard on ``storage`` as the README shows it (on a free port), and
+    return what its API answers for ``study_name``: the study, its trials and their attributes,
+    read by the dashboard's own server. Its page and importances must answer too."""
+    import requests
+
+    port = free_port()
+    server = start_server(["optuna-dashboard", storage, "--port", str(port)], cwd=cwd,
+                          name="optuna-dashboard")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/api/meta", server=server, what="optuna-dashboard")
+        studies = requests.get(f"{url}/api/studies", timeout=30).json()["study_summaries"]
+        (study_id,) = [s["study_id"] for s in studies if s["study_name"] == study_name]
+        study = requests.get(f"{url}/api/studies/{study_id}", params={"after": 0},
+                             timeout=60).json()
+        assert requests.get(f"{url}/dashboard", timeout=30).status_code == 200
+        importances = requests.get(f"{url}/api/studies/{study_id}/param_importances",
+                                   timeout=60)
+        assert importances.status_code == 200, importances.text
+        return study
+    finally:
+        server.stop()

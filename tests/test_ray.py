@@ -13,6 +13,7 @@ from helpers import (
     assert_one_line_error,
     free_port,
     invoke,
+    optuna_dashboard_study,
     start_cli,
     wait_for,
 )
@@ -195,3 +196,15 @@ def test_ray_missing_says_how_to_install_it(tmp_path, monkeypatch):
 def test_per_worker_resources_go_with_ray(tmp_path):
     result = invoke("search", "--gpus-per-worker", "0.25", cwd=tmp_path)
     assert_one_line_error(result, "--gpus-per-worker go with --ray", code=2)
+
+
+def test_optunas_own_dashboard_reads_the_shared_postgresql_study(lost_node_search):
+    """The README's plain postgresql:// URL, read by optuna-dashboard's own server: every
+    trial, the lost ones too, each with the MLflow run it logged to."""
+    search = lost_node_search
+    study = optuna_dashboard_study(search["storage"], "mnist-tiny", cwd=search["folder"])
+    assert len(study["trials"]) == len(search["study"].trials)
+    assert "Fail" in {t["state"] for t in study["trials"]}  # the node lost mid-trial
+    for trial in study["trials"]:
+        attrs = {a["key"]: a["value"] for a in trial["user_attrs"]}
+        assert len(attrs["mlflow_run_id"]) == 32

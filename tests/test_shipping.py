@@ -24,6 +24,7 @@ from helpers import (
     descendants,
     free_port,
     invoke,
+    optuna_dashboard_study,
     port_is_closed,
     start_cli,
     start_server,
@@ -407,3 +408,18 @@ def test_export_checks_both_agreement_bounds():
     assert Agreement(10_000, 9_990, 9e-4, 0.99).passed
     assert not Agreement(10_000, 9_989, 0.0, 0.99).passed  # one digit too many differs
     assert not Agreement(10_000, 10_000, 2e-3, 0.99).passed  # probabilities drifted
+
+
+def test_optunas_own_dashboard_reads_the_study_and_its_attributes(shop):
+    """`optuna-dashboard sqlite:///optuna.db`, as the README has it, in the study's folder."""
+    folder, _ = shop
+    study = optuna_dashboard_study("sqlite:///optuna.db", "mnist-ship", cwd=folder)
+    trials = study["trials"]
+    assert len(trials) == 2 and {t["state"] for t in trials} <= {"Complete", "Pruned"}
+    for trial in trials:
+        attrs = {a["key"]: a["value"] for a in trial["user_attrs"]}
+        assert len(attrs["mlflow_run_id"]) == 32  # the way from the dashboard to MLflow
+        assert attrs["outcome"] in ("complete", "pruned")
+        assert "train" in json.loads(attrs["seconds"])  # a dict, readable as JSON
+    study_attrs = {a["key"]: a["value"] for a in study["user_attrs"]}
+    assert study_attrs["space_fingerprint"]
