@@ -39,6 +39,7 @@ def cli() -> None:
     pipeline models               the registered versions
     pipeline predict IMAGE...     read digits from PNG/JPEG files
     pipeline export               the champion as an ONNX file, checked with onnxruntime
+    pipeline demo                 draw a digit in the browser and watch the champion read it
     pipeline ui                   browse runs in MLflow's UI
     pipeline train                train one configuration
     pipeline data                 fetch and verify MNIST
@@ -389,6 +390,19 @@ def export(model_uri: str, output: Path, data_dir: Path | None) -> None:
     client = registry_client()
     export(model_uri, output, lambda: held_out_images(load_mnist(data_dir, log=click.echo)),
            client=client, echo=click.echo)
+
+
+@cli.command()
+@click.option("--model", "model_uri", default="models:/mnist-cnn@champion", show_default=True,
+              help="Model URI: models:/NAME@ALIAS, models:/NAME/VERSION, models:/m-<id>, runs:/…")
+@click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to listen on; the default keeps it on this machine.")
+def demo(model_uri: str, port: int, host: str) -> None:
+    """A page to draw a digit on (or upload one) and watch the model read it."""
+    from pipeline.demo import run_demo
+
+    run_demo(model_uri, host, port, echo=click.echo)
 
 
 @cli.command()

@@ -423,3 +423,80 @@ def test_optunas_own_dashboard_reads_the_study_and_its_attributes(shop):
         assert "train" in json.loads(attrs["seconds"])  # a dict, readable as JSON
     study_attrs = {a["key"]: a["value"] for a in study["user_attrs"]}
     assert study_attrs["space_fingerprint"]
+
+
+def _draw_a_seven(browser, pad):
+    """Real pointer events on the sketchpad's canvas: across the top, then down to the left."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    pad.find_element(By.CSS_SELECTOR, "button[aria-label='Brush']").click()
+    canvas = pad.find_elements(By.TAG_NAME, "canvas")[-1]
+    stroke = ActionChains(browser, duration=20)
+    stroke.move_to_element_with_offset(canvas, -60, -90).click_and_hold()
+    for x, y in [(-20, -90), (20, -90), (60, -90), (40, -30), (20, 30), (0, 90)]:
+        stroke.move_to_element_with_offset(canvas, x, y)
+    stroke.release().perform()
+    return canvas
+
+
+def test_the_demo_reads_a_digit_drawn_in_a_real_browser_as_predict_does(shop, tmp_path,
+                                                                          browser_available):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    folder, _ = shop
+    port = free_port()
+    demo = start_cli("demo", "--port", str(port), cwd=folder)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: f"at {url}" in demo.output()[0], timeout=120, what="the demo's URL")
+        wait_for_http(url, server=demo, what="pipeline demo")
+        browser = _chromium()
+        try:
+            browser.get(url)
+            pad = WebDriverWait(browser, 60).until(lambda d: d.find_element(By.ID, "sketchpad"))
+            canvas = _draw_a_seven(browser, pad)
+            answer = WebDriverWait(browser, 60).until(
+                lambda d: "Digit:" in d.find_element(By.ID, "answer").text
+                and d.find_element(By.ID, "answer").text)
+            bars = browser.find_element(By.ID, "bars").text
+            drawn = tmp_path / "drawn.png"
+            canvas.screenshot(str(drawn))
+            shot = tmp_path / "demo.png"
+            browser.save_screenshot(str(shot))
+            keep = os.environ.get("PIPELINE_TEST_ARTIFACTS")
+            if keep:
+                Path(keep).mkdir(parents=True, exist_ok=True)
+                shutil.copy(shot, Path(keep) / "demo.png")
+        finally:
+            browser.quit()
+    finally:
+        demo.send_signal(signal.SIGINT)
+        _, stderr = demo.communicate(timeout=60)
+    assert demo.proc.returncode == 0 and "Traceback" not in stderr, stderr  # Ctrl-C: clean
+    digit = int(answer.split("Digit:")[1].split()[0])
+    assert all(str(d) in bars for d in range(10))  # ten probabilities, one bar each
+    # The same drawing, as pixels of the page, read by `pipeline predict`: the same digit. The
+    # crop keeps the drawing area and leaves out the pad's tool buttons.
+    with Image.open(drawn) as picture:
+        cx, cy = picture.width // 2, picture.height // 2
+        picture.crop((cx - 130, cy - 130, cx + 130, cy + 130)).save(drawn)
+    predicted = invoke("predict", str(drawn), cwd=folder)
+    assert predicted.returncode == 0, predicted.stderr
+    assert int(predicted.stdout.split(": ")[1].split()[0]) == digit == 7
+
+
+def test_the_demo_refuses_before_any_server_starts(tmp_path, shop):
+    client = _registry(tmp_path)
+    client.create_registered_model("mnist-cnn")  # registered, but nothing promoted yet
+    result = invoke("demo", cwd=tmp_path)
+    assert_one_line_error(result, "model 'mnist-cnn' has no alias 'champion' yet",
+                          "pipeline promote best", code=1)
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        result = invoke("demo", "--port", str(busy.getsockname()[1]), cwd=shop[0])
+    assert_one_line_error(result, "is in use", "--port", code=2)
