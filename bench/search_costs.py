@@ -39,8 +39,8 @@ PRUNERS = {
 
 
 def run(space, trials: int, seed: int, folder: Path):
-    from pipeline.report import epochs_trained
     from pipeline.search import SearchRequest, run_search
+    from pipeline.studies import epochs_trained
 
     folder.mkdir(parents=True)
     os.chdir(folder)  # MLflow's and Optuna's default stores live in the working folder

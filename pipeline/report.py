@@ -1,14 +1,13 @@
 """The study report: Plotly figures that explain a study, and a table of its best trials.
 
 Written to ``<report dir>/<study>/``: one HTML file per figure (sharing one plotly.min.js, so the
-folder works offline), ``index.html`` with every figure and the table in one self-contained page
-(also logged to the study's MLflow run), and ``top_trials.csv``.
+folder works offline), ``index.html``, the one self-contained page a person reads (report_page.py;
+also logged to the study's MLflow run), and ``top_trials.csv``.
 """
 
 from __future__ import annotations
 
 import csv
-import html
 import warnings
 from pathlib import Path
 
@@ -16,10 +15,13 @@ import optuna
 from optuna.trial import TrialState
 
 from pipeline.errors import first_line
-from pipeline.keys import ATTR_EPOCHS, ATTR_MODEL_URI, ATTR_REASON, ATTR_RUN_ID, ATTR_SECONDS
+from pipeline.keys import ATTR_MODEL_URI, ATTR_REASON, ATTR_RUN_ID, ATTR_SECONDS
 from pipeline.progress import format_value
+from pipeline.report_page import best_trial_pictures, learning_curves, page
 from pipeline.studies import (
     count_trials,
+    epochs_trained,
+    ranked_trials,
     study_metric,
 )
 from pipeline.timings import PHASES, WORK, overhead
@@ -35,17 +37,17 @@ def _figures(study: optuna.Study, notes: list[str]) -> dict:
     if not complete:
         notes.append("no complete trial yet, so there is nothing to plot")
         return {}
-    makers = {
-        "optimization_history": vis.plot_optimization_history,
-        "intermediate_values": vis.plot_intermediate_values,
-        "parallel_coordinate": vis.plot_parallel_coordinate,
-        "slice": vis.plot_slice,
-    }
+    # In reading order. Ours first: every trial's curve, coloured by outcome, with the points
+    # where pruning cut (it replaces Optuna's intermediate-values plot).
+    makers = {"learning_curves": learning_curves,
+              "optimization_history": vis.plot_optimization_history}
     if len(complete) >= MIN_TRIALS_FOR_IMPORTANCE:
         makers["param_importances"] = vis.plot_param_importances
     else:
         notes.append(f"parameter importances need at least {MIN_TRIALS_FOR_IMPORTANCE} complete "
                      f"trials; this study has {len(complete)}")
+    makers["parallel_coordinate"] = vis.plot_parallel_coordinate
+    makers["slice"] = vis.plot_slice
     figures = {}
     for name, make in makers.items():
         try:
@@ -56,18 +58,6 @@ def _figures(study: optuna.Study, notes: list[str]) -> dict:
             notes.append(f"{name.replace('_', ' ')} could not be drawn: "
                          f"{first_line(e)}")
     return figures
-
-
-def ranked_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    return sorted(complete, key=lambda t: t.value, reverse=maximize)
-
-
-def epochs_trained(trial: optuna.trial.FrozenTrial) -> float:
-    """Passes over the training images: recorded by the trial (fractions when a pruner stopped
-    it part-way), else its reports, one per epoch, as before fractions existed."""
-    return trial.user_attrs.get(ATTR_EPOCHS, len(trial.intermediate_values))
 
 
 def time_breakdown_table(study: optuna.Study) -> str:
@@ -172,7 +162,8 @@ def write_report(study: optuna.Study, report_dir: Path, *, tracker=None, run_id:
     csv_path = folder / "top_trials.csv"
     _write_csv(study, csv_path)
     index = folder / "index.html"
-    index.write_text(_index_page(study, figures, notes, table))
+    client = tracker.client if tracker is not None else None
+    index.write_text(page(study, figures, notes, table, best_trial_pictures(study, client)))
     written = [index, *written, csv_path]
     if tracker is not None and run_id is not None:
         tracker.client.log_artifact(run_id, str(index), "report")
@@ -183,22 +174,3 @@ def write_report(study: optuna.Study, report_dir: Path, *, tracker=None, run_id:
         echo(f"note: {note}")
     echo(f"report: {index} ({len(figures)} figures)")
     return written
-
-
-def _index_page(study: optuna.Study, figures: dict, notes: list[str], table: str) -> str:
-    """One self-contained page: plotly.js inlined once, every figure, the table, the notes."""
-    parts = []
-    for i, (name, fig) in enumerate(figures.items()):
-        parts.append(f"<h2>{html.escape(name.replace('_', ' '))}</h2>")
-        parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0)))
-    notes_html = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>study {html.escape(study.study_name)}</title>"
-        "<style>body{font-family:sans-serif;margin:2em;max-width:1200px}"
-        "pre{background:#f4f4f4;padding:1em;overflow-x:auto}</style></head><body>"
-        f"<h1>Study {html.escape(study.study_name)}</h1>"
-        f"<pre>{html.escape(table)}</pre>"
-        + (f"<ul>{notes_html}</ul>" if notes else "")
-        + "".join(parts) + "</body></html>"
-    )

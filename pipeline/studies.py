@@ -13,6 +13,7 @@ from optuna.trial import TrialState
 
 from pipeline.errors import UsageError, first_line
 from pipeline.keys import (
+    ATTR_EPOCHS,
     ATTR_FINGERPRINT,
     ATTR_SAMPLER,
     ATTR_SPACE,
@@ -384,3 +385,15 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
         return study.best_trial
     except ValueError:
         return None
+
+
+def ranked_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    return sorted(complete, key=lambda t: t.value, reverse=maximize)
+
+
+def epochs_trained(trial: optuna.trial.FrozenTrial) -> float:
+    """Passes over the training images: recorded by the trial (fractions when a pruner stopped
+    it part-way), else its reports, one per epoch, as before fractions existed."""
+    return trial.user_attrs.get(ATTR_EPOCHS, len(trial.intermediate_values))

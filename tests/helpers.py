@@ -284,3 +284,20 @@ def optuna_dashboard_study(storage: str, study_name: str, *, cwd: Path) -> dict:
         return study
     finally:
         server.stop()
+
+
+def chromium():
+    """Headless Chromium (Debian's) driven by Selenium, with nothing it would fetch by itself."""
+    import shutil
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--disable-dev-shm-usage", "--window-size=1600,1000"):
+        options.add_argument(flag)
+    driver = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+    return webdriver.Chrome(service=Service(driver), options=options)

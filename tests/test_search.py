@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from helpers import (
     assert_one_line_error,
+    chromium,
     free_port,
     invoke,
     mlflow_client,
@@ -193,13 +194,52 @@ def test_complete_trials_have_a_confusion_matrix_and_a_model_that_reads_digits(s
 def test_the_report_folder_has_the_html_figures_and_the_parent_run_has_the_page(searched):
     folder, result = searched
     report = folder / "reports" / "mnist-tiny"
-    for name in ("index", "optimization_history", "intermediate_values", "parallel_coordinate",
+    for name in ("index", "learning_curves", "optimization_history", "parallel_coordinate",
                  "slice", "param_importances"):
         assert (report / f"{name}.html").stat().st_size > 1000, name
     assert "Top trials of 'mnist-tiny'" in result.stdout
     parent = runs_by_role(folder, "mnist-tiny")["study"][0]
     logged = {a.path for a in mlflow_client(folder).list_artifacts(parent.info.run_id, "report")}
     assert {"report/index.html", "report/top_trials.csv"} <= logged
+
+
+def test_the_report_page_stands_alone_and_renders_every_figure_in_a_real_browser(
+        searched, browser_available):
+    """index.html opened from disk with no network: headline, every figure drawn by the inlined
+    plotly.js, the best trial's confusion matrix and mistakes, pruned trials marked."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    folder, _ = searched
+    index = folder / "reports" / "mnist-tiny" / "index.html"
+    study = optuna_study(folder, "mnist-tiny")
+    pruned = study.get_trials(states=(TrialState.PRUNED,))
+    browser = chromium()
+    try:
+        browser.get(index.as_uri())
+        drawn = WebDriverWait(browser, 60).until(lambda d: d.execute_script(
+            "const p = document.querySelectorAll('.js-plotly-plot');"
+            "return p.length === 5 && [...p].every(e => e.querySelector('svg')) && p.length"))
+        assert drawn == 5  # learning curves, history, importances, parallel coordinates, slice
+        body = browser.find_element("tag name", "body").text
+        for words in ("best", "trials", "wall time", "saved by pruning", "Learning curves",
+                      "The best trial", "Confusion matrix", "Its mistakes", "Top trials"):
+            assert words in body, words
+        assert f"{len(pruned)} pruned" in body
+        # Both pictures are real images, decoded by the browser.
+        sizes = browser.execute_script(
+            "return [...document.images].map(i => i.complete && i.naturalWidth)")
+        assert len(sizes) == 2 and all(w > 100 for w in sizes)
+        curves = browser.execute_script(
+            "return document.getElementById('figure-learning_curves').data"
+            ".map(t => t.name)")
+        assert "best trial" in curves
+        assert ("pruned here" in curves) == bool(pruned)
+        # Nothing was fetched but the page itself: it opens offline, from a mail or a run.
+        fetched = browser.execute_script(
+            "return performance.getEntriesByType('resource').map(r => r.name)")
+        assert not [url for url in fetched if not url.startswith(("data:", "file:"))], fetched
+    finally:
+        browser.quit()
 
 
 def test_resume_adds_trials_and_a_changed_space_is_refused_unless_forced(tmp_path):

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ import pytest
 import requests
 from helpers import (
     assert_one_line_error,
+    chromium,
     descendants,
     free_port,
     invoke,
@@ -241,18 +243,31 @@ def test_mlflow_serves_the_champion_and_agrees_with_pipeline_predict(shop, digit
     assert np.array_equal(predicted, served)
 
 
-def _chromium():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--disable-dev-shm-usage", "--window-size=1600,1000"):
-        options.add_argument(flag)
-    driver = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-    return webdriver.Chrome(service=Service(driver), options=options)
+@contextmanager
+def _served_in_a_browser(command: str, folder: Path, shot: Path):
+    """`pipeline COMMAND --port P` as a real process, and Chromium on its page. Yields the
+    server, the browser and the URL; afterwards a screenshot is at ``shot`` (kept under
+    PIPELINE_TEST_ARTIFACTS when set) and the server has been stopped with Ctrl-C."""
+    port = free_port()
+    server = start_cli(command, "--port", str(port), cwd=folder)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: f"at {url}" in server.output()[0], timeout=120,
+                 what=f"`pipeline {command}`'s URL line")
+        wait_for_http(url, server=server, what=f"pipeline {command}")
+        browser = chromium()
+        try:
+            yield server, browser, url
+            browser.save_screenshot(str(shot))
+            keep = os.environ.get("PIPELINE_TEST_ARTIFACTS")
+            if keep:
+                Path(keep).mkdir(parents=True, exist_ok=True)
+                shutil.copy(shot, Path(keep) / shot.name)
+        finally:
+            browser.quit()
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.communicate(timeout=60)
 
 
 def test_the_mlflow_ui_shows_the_study_and_its_trials_in_a_real_browser(shop, tmp_path,
@@ -261,45 +276,30 @@ def test_the_mlflow_ui_shows_the_study_and_its_trials_in_a_real_browser(shop, tm
     from selenium.webdriver.support.ui import WebDriverWait
 
     folder, _ = shop
-    port = free_port()
-    ui = start_cli("ui", "--port", str(port), cwd=folder)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: f"at {url}" in ui.output()[0], timeout=60, what="the UI's URL line")
-        wait_for_http(url, server=ui, what="pipeline ui")
+    shot = tmp_path / "mlflow-ui.png"
+    with _served_in_a_browser("ui", folder, shot) as (ui, browser, url):
         # One server process (and its MLflow launcher), not MLflow's default fourteen.
         assert len(descendants(ui.pid)) <= 3, descendants(ui.pid)
-        browser = _chromium()
-        try:
-            def page_has(text):
-                return lambda d: text in d.find_element(By.TAG_NAME, "body").text
 
-            def element(xpath):
-                return WebDriverWait(browser, 60).until(
-                    lambda d: (d.find_elements(By.XPATH, xpath) or [None])[0])
+        def page_has(text):
+            return lambda d: text in d.find_element(By.TAG_NAME, "body").text
 
-            browser.get(f"{url}/#/experiments")
-            # MLflow 3 opens experiments in its GenAI view; runs live under "Model training".
-            element("//*[normalize-space(text())='Model training']").click()
-            element("//a[normalize-space(.)='mnist-ship']").click()
-            # The study's parent run, with its trials folded under it: unfold them.
-            parent = element("//a[normalize-space(.)='mnist-ship' and contains(@href, '/runs/')]")
-            parent.find_element(By.XPATH, "./ancestor::*[@role='presentation'][1]//button").click()
-            WebDriverWait(browser, 60).until(page_has("trial-0001"))
-            assert "trial-0000" in browser.find_element(By.TAG_NAME, "body").text
-            shot = tmp_path / "mlflow-ui.png"
-            browser.save_screenshot(str(shot))
-            keep = os.environ.get("PIPELINE_TEST_ARTIFACTS")
-            if keep:
-                Path(keep).mkdir(parents=True, exist_ok=True)
-                shutil.copy(shot, Path(keep) / "mlflow-ui.png")
-        finally:
-            browser.quit()
-        with Image.open(shot) as image:
-            assert image.size[0] >= 1000
-    finally:
-        ui.send_signal(signal.SIGINT)
-        ui.communicate(timeout=60)
+        def element(xpath):
+            return WebDriverWait(browser, 60).until(
+                lambda d: (d.find_elements(By.XPATH, xpath) or [None])[0])
+
+        browser.get(f"{url}/#/experiments")
+        # MLflow 3 opens experiments in its GenAI view; runs live under "Model training".
+        element("//*[normalize-space(text())='Model training']").click()
+        element("//a[normalize-space(.)='mnist-ship']").click()
+        # The study's parent run, with its trials folded under it: unfold them.
+        parent = element("//a[normalize-space(.)='mnist-ship' and contains(@href, '/runs/')]")
+        parent.find_element(By.XPATH, "./ancestor::*[@role='presentation'][1]//button").click()
+        WebDriverWait(browser, 60).until(page_has("trial-0001"))
+        assert "trial-0000" in browser.find_element(By.TAG_NAME, "body").text
+    with Image.open(shot) as image:
+        assert image.size[0] >= 1000
+    port = int(url.rsplit(":", 1)[1])
     # Ctrl-C stops the whole server, its workers included: the port is free again.
     wait_for(lambda: port_is_closed(port), timeout=30, what="the UI's port to be released")
 
@@ -446,34 +446,17 @@ def test_the_demo_reads_a_digit_drawn_in_a_real_browser_as_predict_does(shop, tm
     from selenium.webdriver.support.ui import WebDriverWait
 
     folder, _ = shop
-    port = free_port()
-    demo = start_cli("demo", "--port", str(port), cwd=folder)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: f"at {url}" in demo.output()[0], timeout=120, what="the demo's URL")
-        wait_for_http(url, server=demo, what="pipeline demo")
-        browser = _chromium()
-        try:
-            browser.get(url)
-            pad = WebDriverWait(browser, 60).until(lambda d: d.find_element(By.ID, "sketchpad"))
-            canvas = _draw_a_seven(browser, pad)
-            answer = WebDriverWait(browser, 60).until(
-                lambda d: "Digit:" in d.find_element(By.ID, "answer").text
-                and d.find_element(By.ID, "answer").text)
-            bars = browser.find_element(By.ID, "bars").text
-            drawn = tmp_path / "drawn.png"
-            canvas.screenshot(str(drawn))
-            shot = tmp_path / "demo.png"
-            browser.save_screenshot(str(shot))
-            keep = os.environ.get("PIPELINE_TEST_ARTIFACTS")
-            if keep:
-                Path(keep).mkdir(parents=True, exist_ok=True)
-                shutil.copy(shot, Path(keep) / "demo.png")
-        finally:
-            browser.quit()
-    finally:
-        demo.send_signal(signal.SIGINT)
-        _, stderr = demo.communicate(timeout=60)
+    drawn = tmp_path / "drawn.png"
+    with _served_in_a_browser("demo", folder, tmp_path / "demo.png") as (demo, browser, url):
+        browser.get(url)
+        pad = WebDriverWait(browser, 60).until(lambda d: d.find_element(By.ID, "sketchpad"))
+        canvas = _draw_a_seven(browser, pad)
+        answer = WebDriverWait(browser, 60).until(
+            lambda d: "Digit:" in d.find_element(By.ID, "answer").text
+            and d.find_element(By.ID, "answer").text)
+        bars = browser.find_element(By.ID, "bars").text
+        canvas.screenshot(str(drawn))
+    stderr = demo.output()[1]
     assert demo.proc.returncode == 0 and "Traceback" not in stderr, stderr  # Ctrl-C: clean
     digit = int(answer.split("Digit:")[1].split()[0])
     assert all(str(d) in bars for d in range(10))  # ten probabilities, one bar each
