@@ -382,14 +382,11 @@ def export(model_uri: str, output: Path, data_dir: Path | None) -> None:
     A registered version also gets the file as an artifact of its model.
     """
     from pipeline.data import load_mnist
-    from pipeline.export import check_output, export, require_onnx
+    from pipeline.export import export
     from pipeline.registry import held_out_images, registry_client
 
-    check_output(output)  # usage errors first, before the data and the model load
-    require_onnx()
-    client = registry_client()
     export(model_uri, output, lambda: held_out_images(load_mnist(data_dir, log=click.echo)),
-           client=client, echo=click.echo)
+           registry=registry_client, echo=click.echo)
 
 
 @cli.command()

@@ -11,7 +11,6 @@ model takes, float32 pixels (N, 28, 28) in [0, 1] with any N, and answers both p
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ import torch
 
 from pipeline.errors import PipelineError, UsageError, first_line
 from pipeline.keys import VERSION_TAG_PREFIX
-from pipeline.predict import DigitModel
+from pipeline.predict import DigitModel, registered_reference
 
 INSTALL_HINT = 'pip install -e ".[export]"'
 INPUT_NAME = "pixels"
@@ -145,10 +144,10 @@ def compare(path: Path, model: DigitModel, images: np.ndarray,
 
 def _registered_version(client, uri: str):
     """The registry version a models:/NAME@ALIAS or models:/NAME/VERSION URI names, else None."""
-    match = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", uri)
-    if not match or match.group(1).startswith("m-"):
+    reference = registered_reference(uri)
+    if reference is None:
         return None
-    name, alias, version = match.groups()
+    name, alias, version = reference
     if alias:
         return client.get_model_version_by_alias(name, alias)
     return client.get_model_version(name, version)
@@ -173,11 +172,13 @@ def attach_to_version(client, uri: str, path: Path, echo=print) -> None:
 
 
 def export(uri: str, output: Path, test_set: Callable[[], tuple[np.ndarray, np.ndarray]], *,
-           client, echo=print) -> Agreement:
+           registry: Callable[[], object], echo=print) -> Agreement:
     """Convert, compare on ``test_set()`` (images, labels), and only then write ``output`` and
-    attach it to the version. The model loads first: a missing one fails before the data."""
+    attach it to the version in ``registry()``. Usage errors come first, then the store, then
+    the model: each fails before the slower steps after it."""
     output = check_output(output)
     require_onnx()
+    client = registry()
     model = DigitModel(uri)
     if model.network is None:
         raise ExportError(f"model {uri} carries no `pipeline` architecture, so its network "

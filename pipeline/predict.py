@@ -50,12 +50,21 @@ class Prediction:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
-def _check_registered(uri: str) -> None:
-    """Turn the registry's answers for ``models:/NAME@ALIAS`` or ``/VERSION`` into clear lines."""
+def registered_reference(uri: str) -> tuple[str, str | None, str | None] | None:
+    """(name, alias, version) of a ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` URI; None
+    for any other (a logged model's ``models:/m-<id>``, ``runs:/``, a path)."""
     match = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", uri)
     if not match or match.group(1).startswith("m-"):
+        return None
+    return match.group(1), match.group(2), match.group(3)
+
+
+def _check_registered(uri: str) -> None:
+    """Turn the registry's answers for ``models:/NAME@ALIAS`` or ``/VERSION`` into clear lines."""
+    reference = registered_reference(uri)
+    if reference is None:
         return
-    name, alias, version = match.groups()
+    name, alias, version = reference
     client = mlflow.MlflowClient()
     try:
         client.get_registered_model(name)

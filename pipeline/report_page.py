@@ -33,10 +33,11 @@ def reports_per_epoch(study: optuna.Study) -> int:
     return int((_space(study).get("pruner") or {}).get("reports_per_epoch", 1))
 
 
-def full_epochs(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> float:
-    """The epochs a trial would have trained had nothing stopped it."""
-    fixed = (_space(study).get("fixed") or {}).get("epochs")
-    return float(trial.params.get("epochs", fixed if fixed is not None else epochs_trained(trial)))
+def full_epochs(trial: optuna.trial.FrozenTrial, fixed_epochs: float | None) -> float:
+    """The epochs a trial would have trained had nothing stopped it: its own ``epochs``
+    parameter, else the space's fixed epochs (``fixed_epochs``), else what it trained."""
+    fallback = fixed_epochs if fixed_epochs is not None else epochs_trained(trial)
+    return float(trial.params.get("epochs", fallback))
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,8 @@ def headline(study: optuna.Study) -> Headline:
     wall = (max(ends) - min(starts)).total_seconds() if starts and ends else 0.0
     trained = sum(epochs_trained(t) for t in trials if t.state.is_finished())
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
-    saved = sum(max(0.0, full_epochs(study, t) - epochs_trained(t)) for t in pruned)
+    fixed_epochs = (_space(study).get("fixed") or {}).get("epochs")
+    saved = sum(max(0.0, full_epochs(t, fixed_epochs) - epochs_trained(t)) for t in pruned)
     timed = [(t.user_attrs[ATTR_TRAIN_SECONDS], epochs_trained(t)) for t in ranked
              if t.user_attrs.get(ATTR_TRAIN_SECONDS) and epochs_trained(t)]
     per_epoch = sum(s for s, _ in timed) / sum(e for _, e in timed) if timed else 0.0

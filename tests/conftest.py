@@ -89,6 +89,8 @@ def tracking_server(postgres, tmp_path_factory):
 
     from helpers import free_port, start_server, wait_for_http
 
+    from pipeline.ui import JOB_EXECUTION_ENV
+
     port = free_port()
     artifacts = tmp_path_factory.mktemp("artifacts")
     server = start_server(
@@ -96,7 +98,7 @@ def tracking_server(postgres, tmp_path_factory):
          postgres.database("mlflow"), "--artifacts-destination", str(artifacts),
          "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
         # No GenAI job runner (8 more processes importing MLflow on a 2-core machine).
-        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, cwd=artifacts, name="mlflow-server")
+        env={JOB_EXECUTION_ENV: "false"}, cwd=artifacts, name="mlflow-server")
     url = f"http://127.0.0.1:{port}"
     wait_for_http(f"{url}/health", server=server, what="the MLflow tracking server")
     yield url

@@ -87,7 +87,7 @@ def lost_node_search(cluster, postgres, tracking_server, tmp_path_factory):
 
     def a_trial_mid_training():
         if driver.poll() is not None:  # the search ended first: say why, at once
-            out, err = driver.communicate()
+            out, err = driver.output()
             raise AssertionError(f"the search ended (exit {driver.returncode}) before a trial "
                                  f"ran on the second node:\n{out[-2000:]}\n{err[-2000:]}")
         try:

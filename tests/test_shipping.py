@@ -483,3 +483,41 @@ def test_the_demo_refuses_before_any_server_starts(tmp_path, shop):
         busy.listen()
         result = invoke("demo", "--port", str(busy.getsockname()[1]), cwd=shop[0])
     assert_one_line_error(result, "is in use", "--port", code=2)
+
+
+@pytest.mark.parametrize("command, module, fragment", [
+    ("export", "onnxruntime", 'pip install -e ".[export]"'),
+    ("demo", "gradio", 'pip install -e ".[demo]"'),
+])
+def test_a_missing_extra_says_how_to_install_it(shop, monkeypatch, command, module, fragment):
+    folder, _ = shop
+    monkeypatch.setitem(sys.modules, module, None)  # `import` now fails, as without the extra
+    before = sorted(p.name for p in folder.iterdir())
+    result = invoke(command, cwd=folder)
+    assert_one_line_error(result, f"`pipeline {command}` needs", fragment, code=2)
+    assert sorted(p.name for p in folder.iterdir()) == before
+
+
+def test_export_refuses_a_digit_reader_pipeline_did_not_log(shop, tmp_path):
+    """A model from elsewhere that takes 28x28 images: its network cannot be rebuilt."""
+    import mlflow
+
+    from pipeline.tracking import MODEL_SIGNATURE
+
+    class Zeros(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            return np.zeros(len(model_input), dtype=np.int64)
+
+    folder, _ = shop
+    mlflow.set_tracking_uri(f"sqlite:///{folder}/mlflow.db")
+    try:
+        with mlflow.start_run() as run:
+            mlflow.pyfunc.log_model(name="zeros", python_model=Zeros(),
+                                    signature=MODEL_SIGNATURE)
+    finally:
+        mlflow.set_tracking_uri(None)
+    output = tmp_path / "zeros.onnx"
+    result = invoke("export", "--model", f"runs:/{run.info.run_id}/zeros", "-o", str(output),
+                    cwd=folder)
+    assert_one_line_error(result, "carries no `pipeline` architecture", code=1)
+    assert not output.exists()
