@@ -261,16 +261,33 @@ def require_system_tools(*tools: str, packages: str) -> None:
     pytest.skip(message)
 
 
-def optuna_dashboard_study(storage: str, study_name: str, *, cwd: Path) -> dict:
-    """Start Optuna's own dashboard on ``storage`` as the README shows it (on a free port), and
-    return what its API answers for ``study_name``: the study, its trials and their attributes,
-    read by the dashboard's own server. Its page and importances must answer too."""
+def optuna_dashboard_study(storage: str, study_name: str, *, cwd: Path,
+                           in_process: bool = False) -> dict:
+    """What Optuna's own dashboard answers for ``study_name`` in ``storage``: the study, its
+    trials and their attributes (its page and importances must answer too). By default the
+    `optuna-dashboard STORAGE` command as the README shows it (on a free port); ``in_process``
+    serves the same WSGI app from this process, without a second interpreter's start-up."""
     import requests
 
     port = free_port()
-    server = start_server(["optuna-dashboard", storage, "--port", str(port)], cwd=cwd,
-                          name="optuna-dashboard")
     url = f"http://127.0.0.1:{port}"
+    if in_process:
+        import threading
+        from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+        from optuna_dashboard import wsgi
+
+        class Quiet(WSGIRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+        httpd = make_server("127.0.0.1", port, wsgi(storage), handler_class=Quiet)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        server, stop = None, httpd.shutdown
+    else:
+        server = start_server(["optuna-dashboard", storage, "--port", str(port)], cwd=cwd,
+                              name="optuna-dashboard")
+        stop = server.stop
     try:
         wait_for_http(f"{url}/api/meta", server=server, what="optuna-dashboard")
         studies = requests.get(f"{url}/api/studies", timeout=30).json()["study_summaries"]
@@ -283,7 +300,7 @@ def optuna_dashboard_study(storage: str, study_name: str, *, cwd: Path) -> dict:
         assert importances.status_code == 200, importances.text
         return study
     finally:
-        server.stop()
+        stop()
 
 
 def chromium():

@@ -199,10 +199,11 @@ def test_per_worker_resources_go_with_ray(tmp_path):
 
 
 def test_optunas_own_dashboard_reads_the_shared_postgresql_study(lost_node_search):
-    """The README's plain postgresql:// URL, read by optuna-dashboard's own server: every
-    trial, the lost ones too, each with the MLflow run it logged to."""
+    """The README's plain postgresql:// URL, read by optuna-dashboard's own app: every trial,
+    the lost ones too, each with the MLflow run it logged to. (test_shipping runs the command.)"""
     search = lost_node_search
-    study = optuna_dashboard_study(search["storage"], "mnist-tiny", cwd=search["folder"])
+    study = optuna_dashboard_study(search["storage"], "mnist-tiny", cwd=search["folder"],
+                                   in_process=True)
     assert len(study["trials"]) == len(search["study"].trials)
     assert "Fail" in {t["state"] for t in study["trials"]}  # the node lost mid-trial
     for trial in study["trials"]:

@@ -429,9 +429,13 @@ def _draw_a_seven(browser, pad):
     """Real pointer events on the sketchpad's canvas: across the top, then down to the left."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
-    pad.find_element(By.CSS_SELECTOR, "button[aria-label='Brush']").click()
-    canvas = pad.find_elements(By.TAG_NAME, "canvas")[-1]
+    # The pad's tools render after the pad itself: wait for them (a busy machine is slow).
+    WebDriverWait(browser, 60).until(lambda d: pad.find_elements(
+        By.CSS_SELECTOR, "button[aria-label='Brush']"))[0].click()
+    canvas = WebDriverWait(browser, 60).until(
+        lambda d: pad.find_elements(By.TAG_NAME, "canvas"))[-1]
     stroke = ActionChains(browser, duration=20)
     stroke.move_to_element_with_offset(canvas, -60, -90).click_and_hold()
     for x, y in [(-20, -90), (20, -90), (60, -90), (40, -30), (20, 30), (0, 90)]:
