@@ -178,8 +178,7 @@ def open_search(req: SearchRequest, *, echo=print) -> Session:
     ensure_reachable()  # before the study's storage is written to
     storage = open_storage(req.storage_url, heartbeat_interval=req.heartbeat_interval,
                            grace_period=req.grace_period)
-    if req.workers > 1:
-        share_between_processes(storage)
+    share_between_processes(storage)  # also the cheaper commits of one process (studies.py)
     lock = study_lock(storage, req.storage_url, req.study_name)
     # Two workers starting together must not make two parent runs, nor both set up a fresh
     # MLflow database (its client migrates the schema as soon as it is made).

@@ -9,7 +9,9 @@ A file has these sections (all but ``params`` optional)::
       sampler: {type: tpe, seed: 0, n_startup_trials: 10}
       pruner: {type: median, n_startup_trials: 5, n_warmup_steps: 0, interval_steps: 1}
                                     # or successive_halving, hyperband, none (PRUNERS below);
-                                    # reports_per_epoch: 4 reports each quarter epoch
+                                    # reports_per_epoch: 4 reports each quarter epoch;
+                                    # report_val_size: 2000 validation images for the
+                                    # reports inside an epoch (epoch ends use them all)
     data: {val_size: 5000, split_seed: 0, train_subset: null}
     fixed: {schedule: onecycle}     # hyperparameters every trial uses
     presets:                        # named bundles a categorical parameter can choose from
@@ -57,9 +59,9 @@ PRUNERS = {
     "median": ({"n_startup_trials": 5, "n_warmup_steps": 0, "interval_steps": 1},
                {"n_startup_trials": 0, "n_warmup_steps": 0, "interval_steps": 1}),
     "successive_halving": ({"min_resource": 1, "reduction_factor": 4,
-                            "min_early_stopping_rate": 0},
+                            "min_early_stopping_rate": 0, "bootstrap_count": 0},
                            {"min_resource": 1, "reduction_factor": 2,
-                            "min_early_stopping_rate": 0}),
+                            "min_early_stopping_rate": 0, "bootstrap_count": 0}),
     "hyperband": ({"min_resource": 1, "reduction_factor": 3},
                   {"min_resource": 1, "reduction_factor": 2}),
 }
@@ -106,11 +108,6 @@ class ParamSpec:
         """The values a check must try: both bounds, or every choice."""
         return list(self.choices) if self.type == "categorical" else [self.low, self.high]
 
-    @property
-    def reports_per_epoch(self) -> int:
-        """How often a trial reports to the pruner: once per epoch, or this many times."""
-        return self.pruner.get("reports_per_epoch", 1)
-
     def canonical(self) -> dict:
         out = {"type": self.type}
         if self.type == "categorical":
@@ -141,6 +138,11 @@ class SearchSpace:
     def reports_per_epoch(self) -> int:
         """How often a trial reports to the pruner: once per epoch, or this many times."""
         return self.pruner.get("reports_per_epoch", 1)
+
+    @property
+    def report_val_size(self) -> int | None:
+        """Validation images a report inside an epoch measures (None: all of them)."""
+        return self.pruner.get("report_val_size")
 
     def canonical(self) -> dict:
         """Everything that decides what trials mean; comments and layout do not count."""
@@ -239,8 +241,8 @@ def parse_space(raw: dict, path: Path) -> SearchSpace:
     if not raw.get("params"):
         raise parse.fail("params", "missing; a search space needs at least one parameter to "
                                    "search")
-    metric, sampler, pruner = parse.study(raw.get("study") or {})
     data = parse.data(raw.get("data") or {})
+    metric, sampler, pruner = parse.study(raw.get("study") or {}, data.val_size)
     fixed = parse.fixed(raw.get("fixed") or {})
     presets = parse.presets(raw.get("presets") or {}, fixed)
     params = parse.params(raw["params"], presets)
@@ -278,7 +280,7 @@ class _Parser:
                 raise self.fail(f"{prefix}.{key}" if prefix else str(key),
                                 f"unknown key; expected one of {', '.join(allowed)}")
 
-    def study(self, study) -> tuple[str, dict, dict]:
+    def study(self, study, val_size: int) -> tuple[str, dict, dict]:
         self.keys(study, STUDY_KEYS, "study")
         metric = study.get("metric", "val_accuracy")
         if metric not in METRICS:
@@ -286,11 +288,12 @@ class _Parser:
                                             f"{', '.join(METRICS)}")
         sampler = self.study_part(study.get("sampler"), "sampler", SAMPLER_DEFAULTS, SAMPLERS,
                                   {"seed": 0, "n_startup_trials": 0})
-        return metric, sampler, self.pruner(study.get("pruner"))
+        return metric, sampler, self.pruner(study.get("pruner"), val_size)
 
-    def pruner(self, raw) -> dict:
+    def pruner(self, raw, val_size: int) -> dict:
         """``study.pruner``: its type's keys with defaults filled in, plus ``reports_per_epoch``
-        when it is not 1 (so the spaces written before it keep their fingerprints)."""
+        when it is not 1 and ``report_val_size`` when given (so the spaces written before them
+        keep their fingerprints)."""
         if raw is not None and not isinstance(raw, dict):
             raise self.fail("study.pruner", f"expected a mapping, got {type(raw).__name__}")
         raw = dict(raw or {})
@@ -300,6 +303,12 @@ class _Parser:
                             f"unknown pruner {kind!r}; use one of {', '.join(PRUNERS)}")
         defaults, minimums = PRUNERS[kind]
         per_epoch = raw.pop("reports_per_epoch", 1)
+        report_size = raw.pop("report_val_size", None)
+        if kind == "successive_halving" and "bootstrap_count" not in raw:
+            # Added after the first spaces with this pruner: absent means Optuna's 0, and is
+            # left out so that those spaces keep their fingerprints.
+            defaults = {k: v for k, v in defaults.items() if k != "bootstrap_count"}
+            minimums = {k: v for k, v in minimums.items() if k != "bootstrap_count"}
         part = self.study_part(raw, "pruner", {"type": kind, **defaults}, tuple(PRUNERS),
                                minimums)
         if (not isinstance(per_epoch, int) or isinstance(per_epoch, bool)
@@ -309,6 +318,17 @@ class _Parser:
                             f"{per_epoch!r}")
         if per_epoch != 1:
             part["reports_per_epoch"] = per_epoch
+        if report_size is not None:
+            if (not isinstance(report_size, int) or isinstance(report_size, bool)
+                    or not 1 <= report_size <= val_size):
+                raise self.fail("study.pruner.report_val_size",
+                                f"must be a whole number from 1 to data.val_size "
+                                f"({val_size:,}), got {report_size!r}")
+            if per_epoch == 1:
+                raise self.fail("study.pruner.report_val_size",
+                                "applies to reports inside an epoch; set reports_per_epoch "
+                                "above 1 too, or remove it")
+            part["report_val_size"] = report_size
         return part
 
     def study_part(self, raw, name: str, defaults: dict, kinds: tuple,

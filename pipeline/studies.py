@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import optuna
+import sqlalchemy
 from optuna.trial import TrialState
 
 from pipeline.errors import UsageError, first_line
@@ -111,12 +112,26 @@ def _require_driver(url: str) -> None:
 
 
 def share_between_processes(storage: optuna.storages.BaseStorage) -> None:
-    """Ready a SQLite study for several worker processes of this machine: write-ahead logging
-    lets them read while one writes (a file setting, kept for later searches). Other storages
-    need nothing."""
-    if isinstance(storage, optuna.storages.RDBStorage) and storage.engine.dialect.name == "sqlite":
-        with storage.engine.connect() as connection:
-            connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+    """Ready a SQLite study for a search: write-ahead logging lets several worker processes of
+    this machine read while one writes (a file setting, kept for later searches), and with it
+    ``synchronous=NORMAL`` lets a commit return without waiting for the disk. A trial makes
+    dozens of small commits (each parameter, report and attribute); this halves what they cost
+    here (60 to 35 ms for 8 attributes, a report and a tell). A crashed process loses nothing
+    it committed; a power cut may lose the last commits, and never corrupts the file. Other
+    storages need nothing."""
+    if not (isinstance(storage, optuna.storages.RDBStorage)
+            and storage.engine.dialect.name == "sqlite"):
+        return
+    with storage.engine.connect() as connection:
+        connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+
+    @sqlalchemy.event.listens_for(storage.engine, "connect")
+    def _no_disk_wait_per_commit(dbapi_connection, _record) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    storage.engine.dispose()  # pooled connections reconnect with the setting
 
 
 def redact(url: str) -> str:
@@ -260,7 +275,8 @@ def make_pruner(space: SearchSpace) -> optuna.pruners.BasePruner:
     if p["type"] == "successive_halving":
         return optuna.pruners.SuccessiveHalvingPruner(
             min_resource=p["min_resource"], reduction_factor=p["reduction_factor"],
-            min_early_stopping_rate=p["min_early_stopping_rate"])
+            min_early_stopping_rate=p["min_early_stopping_rate"],
+            bootstrap_count=p.get("bootstrap_count", 0))
     if p["type"] == "hyperband":
         # The most a trial can report: the space's largest epoch count, in reports.
         return optuna.pruners.HyperbandPruner(

@@ -50,6 +50,7 @@ def tracked_fit(
     on_step: Callable[[int, int], None] | None = None,
     on_report: Callable[[Report], None] | None = None,
     reports_per_epoch: int = 1,
+    inside_val_size: int | None = None,
     title: str = "validation accuracy {accuracy:.2%}",
     watch: Stopwatch | None = None,
 ) -> TrackedFit:
@@ -59,9 +60,10 @@ def tracked_fit(
     matrix (``{accuracy}`` is the final validation accuracy).
 
     Exceptions (a pruned or diverged trial, Ctrl-C, a failure) propagate: the caller decides the
-    outcome and closes the run (outcomes.py). ``on_report`` and ``reports_per_epoch`` go to
-    fit (the pruner's reports). ``watch`` gets the seconds of building, set-up, training and
-    evaluation (timings.py); the run's own watch has its MLflow calls.
+    outcome and closes the run (outcomes.py). ``on_report``, ``reports_per_epoch`` and
+    ``inside_val_size`` go to fit (the pruner's reports). ``watch`` gets the seconds of
+    building, set-up, training and evaluation (timings.py); the run's own watch has its MLflow
+    calls.
     """
     watch = watch if watch is not None else Stopwatch()
     with watch("build"):
@@ -100,7 +102,8 @@ def tracked_fit(
     try:
         result = fit(model, device_data or data, config.train, epoch_done, on_step=on_step,
                      on_report=reported if on_report is not None else None,
-                     reports_per_epoch=reports_per_epoch, watch=watch)
+                     reports_per_epoch=reports_per_epoch, inside_val_size=inside_val_size,
+                     watch=watch)
     finally:  # a pruned trial's set-up counts too
         seconds = time.perf_counter() - start
         work = watch.seconds["train"] + watch.seconds["evaluate"] - work_before
