@@ -131,6 +131,21 @@ def predict_digits(model_uri: str, images: np.ndarray, batch: int = 2000) -> np.
                            for i in range(0, len(images), batch)])
 
 
+def _log_test_report(client: MlflowClient, run_id: str, labels: np.ndarray,
+                     predicted: np.ndarray, echo) -> None:
+    """Precision, recall and F1 of every digit on the test set, as scikit-learn reports them,
+    logged beside the run's validation confusion matrix; the weakest digit is named."""
+    from sklearn.metrics import classification_report
+
+    report = classification_report(labels, predicted, labels=list(range(10)),
+                                   output_dict=True, zero_division=0)
+    client.log_dict(run_id, report, "test_report.json")
+    weakest = min(range(10), key=lambda d: report[str(d)]["f1-score"])
+    scores = report[str(weakest)]
+    echo(f"weakest digit on the test set: {weakest} (precision {scores['precision']:.2%}, "
+         f"recall {scores['recall']:.2%}); every digit's scores: test_report.json in the run")
+
+
 def _tag(version, key: str, default: str = "") -> str:
     return version.tags.get(VERSION_TAG_PREFIX + key, default)
 
@@ -162,6 +177,7 @@ def promote(candidate: Candidate, mnist: Mnist, *, client: MlflowClient,
         test_accuracy = float((predicted == labels).mean())
         echo(f"test accuracy on the 10,000 held-out images: {test_accuracy:.2%}")
         client.log_metric(candidate.run_id, "test_accuracy", test_accuracy)
+        _log_test_report(client, candidate.run_id, labels, predicted, echo)
         lineage = {"study": candidate.study, "trial_number": candidate.trial_number,
                    "run_id": candidate.run_id, "val_accuracy": f"{candidate.val_accuracy:.6f}",
                    "test_accuracy": f"{test_accuracy:.6f}",
