@@ -5,12 +5,17 @@ One spec, one builder. The seed reports' models are points of this space, for ex
 * 2-conv 16/32 (report B): depth 2, width 16, kernel 5, no batch norm, fc_layers 0;
 * LeNet-5-like (report G): depth 2, width 6, kernel 5, padding valid, fc_width 120, fc_layers 2;
 * VGG-style 64/128 with batch norm (report E): depth 2, width 64, convs_per_block 2, batch norm,
-  fc_width 256, fc_layers 2, dropout 0.5.
+  fc_width 256, fc_layers 2, dropout 0.5;
+* residual (report F): depth 2, width 16, kernel 5, padding valid, no batch norm, residual,
+  fc_layers 0;
+* MLP 784-300-100-10 with batch norm (report H): depth 0, fc_width 300, fc_layers 2, fc_shrink 3,
+  fc_batch_norm.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pipeline.settings import (
@@ -38,6 +43,25 @@ class Standardize(nn.Module):
         return (x - self.mean) / self.std
 
 
+class ResidualBlock(nn.Module):
+    """Two 3x3 convolutions that keep the size, added back onto their input (report F's block):
+    out = relu(x + conv(relu(conv(x))))."""
+
+    def __init__(self, channels: int, batch_norm: bool) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for i in range(2):
+            layers.append(nn.Conv2d(channels, channels, 3, padding=1, bias=not batch_norm))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(channels))
+            if i == 0:
+                layers.append(nn.ReLU(inplace=True))
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x + self.body(x))
+
+
 def build_model(spec: ModelSpec, *, seed: int | None = None) -> nn.Module:
     """The CNN described by ``spec``: (N, 1, 28, 28) pixels in [0, 1] -> (N, 10) logits.
 
@@ -61,6 +85,8 @@ def build_model(spec: ModelSpec, *, seed: int | None = None) -> nn.Module:
             layers.append(nn.ReLU(inplace=True))
             in_ch = out_ch
         layers.append(nn.MaxPool2d(2) if spec.pool == "max" else nn.AvgPool2d(2))
+        if spec.residual:
+            layers.append(ResidualBlock(out_ch, spec.batch_norm))
         if spec.conv_dropout:
             layers.append(nn.Dropout2d(spec.conv_dropout))
     side = spatial_sizes(spec)[-1]
@@ -69,7 +95,11 @@ def build_model(spec: ModelSpec, *, seed: int | None = None) -> nn.Module:
     for units in fc_widths(spec):
         if spec.dropout:
             layers.append(nn.Dropout(spec.dropout))
-        layers += [nn.Linear(features, units), nn.ReLU(inplace=True)]
+        # As with convolutions, batch norm's shift makes the layer's bias redundant.
+        layers.append(nn.Linear(features, units, bias=not spec.fc_batch_norm))
+        if spec.fc_batch_norm:
+            layers.append(nn.BatchNorm1d(units))
+        layers.append(nn.ReLU(inplace=True))
         features = units
     if spec.dropout:
         layers.append(nn.Dropout(spec.dropout))
@@ -98,7 +128,9 @@ def describe(spec: ModelSpec) -> str:
     for w in block_widths(spec):
         parts.append("→".join([f"conv{w}k{spec.kernel_size}"] * spec.convs_per_block))
         parts.append(f"{spec.pool}pool")
-    parts += [f"fc{u}" for u in fc_widths(spec)]
+        if spec.residual:
+            parts.append(f"res{w}")
+    parts += [f"fc{u}" + ("bn" if spec.fc_batch_norm else "") for u in fc_widths(spec)]
     parts.append(str(NUM_CLASSES))
     return " → ".join(parts)
 

@@ -8,6 +8,7 @@ also logged to the study's MLflow run), and ``top_trials.csv``.
 from __future__ import annotations
 
 import csv
+import statistics
 import warnings
 from pathlib import Path
 
@@ -86,10 +87,13 @@ def time_breakdown_table(study: optuna.Study) -> str:
         lines.append(f"  {phase:<17}{spent:>9.1f}{spent / total:>7.1%}"
                      f"{mean(groups['complete'], phase):>13.3f}s"
                      f"{mean(groups['pruned'], phase):>11.3f}s")
-    per = {k: (sum(overhead(r) for r in rows) / len(rows) if rows else float("nan"))
-           for k, rows in groups.items()}
-    lines.append(f"  overhead (all but {' and '.join(WORK)}): {per['complete']:.3f} s per "
-                 f"complete trial, {per['pruned']:.3f} s per pruned trial")
+    # The median beside the mean: a worker's first complete trial also pays one-time costs
+    # (torch.export's first trace), which a search of few complete trials would spread thin.
+    per = {k: ((statistics.mean(map(overhead, rows)), statistics.median(map(overhead, rows)))
+               if rows else (float("nan"), float("nan"))) for k, rows in groups.items()}
+    lines.append(f"  overhead (all but {' and '.join(WORK)}), mean (median): "
+                 f"{per['complete'][0]:.3f} s ({per['complete'][1]:.3f} s) per complete trial, "
+                 f"{per['pruned'][0]:.3f} s ({per['pruned'][1]:.3f} s) per pruned trial")
     return "\n".join(lines)
 
 

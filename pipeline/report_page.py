@@ -7,6 +7,9 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import optuna
@@ -14,6 +17,7 @@ from optuna.trial import TrialState
 
 from pipeline.keys import ATTR_RUN_ID, ATTR_SPACE, ATTR_TRAIN_SECONDS
 from pipeline.progress import format_value
+from pipeline.seed_reports import seed_rows, seed_table_html
 from pipeline.studies import count_trials, epochs_trained, ranked_trials, study_metric
 
 # Colour by how a trial ended: the eye finds the complete ones, then where pruning cut.
@@ -125,15 +129,33 @@ def best_trial_pictures(study: optuna.Study, client) -> dict[str, str]:
     run_id = ranked[0].user_attrs.get(ATTR_RUN_ID) if ranked else None
     if client is None or not run_id:
         return {}
+    from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
+
     pictures = {}
     for name, title in PICTURES.items():
         try:
-            path = client.download_artifacts(run_id, name)
+            # Two small files: MLflow's download progress bars would only litter the output.
+            with _unset_after(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name, "false"):
+                path = client.download_artifacts(run_id, name)
         except Exception:  # noqa: BLE001 - a picture the run does not have is left out
             continue
         with open(path, "rb") as f:
             pictures[title] = "data:image/png;base64," + base64.b64encode(f.read()).decode()
     return pictures
+
+
+@contextmanager
+def _unset_after(variable: str, value: str) -> Iterator[None]:
+    """``variable`` set to ``value`` inside the block, as it was after it."""
+    before = os.environ.get(variable)
+    os.environ[variable] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(variable, None)
+        else:
+            os.environ[variable] = before
 
 
 STYLE = """
@@ -144,6 +166,8 @@ body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#22
 pre{background:#f6f6f6;padding:1em;overflow-x:auto;font-size:.85em}
 img{max-width:100%;border:1px solid #eee}
 h2{margin-top:2em;border-bottom:1px solid #eee;padding-bottom:.2em}
+table.seeds{border-collapse:collapse;font-size:.9em}
+table.seeds td,table.seeds th{border:1px solid #ddd;padding:.3em .6em;text-align:left}
 """
 
 
@@ -169,6 +193,10 @@ def page(study: optuna.Study, figures: dict, notes: list[str], table: str,
         parts.append(f"<h2>{html.escape(name.replace('_', ' ').capitalize())}</h2>")
         parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0),
                                  div_id=f"figure-{name}"))
+    seeds = seed_rows(study)
+    if seeds:
+        parts.append("<h2>The seed reports beside this study</h2>")
+        parts.append(seed_table_html(seeds, study_metric(study, default="value")))
     if pictures:
         parts.append("<h2>The best trial</h2>")
         for title, uri in pictures.items():

@@ -30,7 +30,7 @@ PADDINGS = ("same", "valid")
 class ModelSpec:
     """Architecture hyperparameters. Every field is a search-space and ``pipeline train`` key."""
 
-    depth: int = _field(2, "conv blocks; each ends in a 2x2 pooling")
+    depth: int = _field(2, "conv blocks; each ends in a 2x2 pooling (0: a dense network)")
     width: int = _field(32, "channels of the first block; block i has width*2^i")
     kernel_size: int = _field(3, "odd conv kernel size")
     padding: str = _field("same", "'same' keeps the size, 'valid' shrinks it", PADDINGS)
@@ -38,8 +38,13 @@ class ModelSpec:
     batch_norm: bool = _field(True, "batch norm after every conv")
     pool: str = _field("max", "pooling at the end of each block", POOLS)
     conv_dropout: float = _field(0.0, "channel dropout after each block")
+    residual: bool = _field(False, "a residual block (two 3x3 convs and a skip) after each "
+                                   "conv block")
     fc_width: int = _field(128, "units of the first hidden dense layer")
-    fc_layers: int = _field(1, "hidden dense layers, each half the one before")
+    fc_layers: int = _field(1, "hidden dense layers, each 1/fc_shrink of the one before")
+    fc_shrink: int = _field(2, "each hidden dense layer has 1/fc_shrink the units of the one "
+                               "before (2 halves them)")
+    fc_batch_norm: bool = _field(False, "batch norm after every hidden dense layer")
     dropout: float = _field(0.0, "dropout before every dense layer")
 
     def __post_init__(self) -> None:
@@ -84,36 +89,47 @@ def spatial_sizes(spec: ModelSpec) -> list[int]:
 # keep a typo (a billion layers) from hanging the program instead of failing in one line.
 # Widths stay open-ended enough that a network too big for memory is a trial's out-of-memory
 # outcome, not a refusal.
-ARCHITECTURE_INTS = {"depth": (1, 16), "width": (1, 1 << 20), "kernel_size": (1, 27),
+ARCHITECTURE_INTS = {"depth": (0, 16), "width": (1, 1 << 20), "kernel_size": (1, 27),
                      "convs_per_block": (1, 16), "fc_width": (0, 1 << 30),
-                     "fc_layers": (0, 16)}
+                     "fc_layers": (0, 16), "fc_shrink": (1, 16)}
 
 
-def check_spec(spec: ModelSpec) -> None:
-    """Refuse, with the reason, any combination that cannot make a network for 28x28 inputs."""
+def _check_values(spec: ModelSpec) -> None:
+    """Each key on its own: whole numbers in range, known names, true/false, fractions."""
     for name, (low, high) in ARCHITECTURE_INTS.items():
         value = getattr(spec, name)
         if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
             raise ArchitectureError(f"{name} must be a whole number from {low} to {high:,}, "
                                     f"got {value!r}")
-    if spec.kernel_size % 2 == 0:
-        k = spec.kernel_size
-        raise _refuse(spec, f"kernel_size must be odd so 'same' padding is symmetric, got {k}; "
-                            f"use {k - 1} or {k + 1}")
     if spec.pool not in POOLS:
         raise ArchitectureError(f"pool must be one of {', '.join(POOLS)}, got {spec.pool!r}")
     if spec.padding not in PADDINGS:
         raise ArchitectureError(
             f"padding must be one of {', '.join(PADDINGS)}, got {spec.padding!r}")
-    if not isinstance(spec.batch_norm, bool):
-        raise ArchitectureError(f"batch_norm must be true or false, got {spec.batch_norm!r}")
+    for name in ("batch_norm", "residual", "fc_batch_norm"):
+        if not isinstance(getattr(spec, name), bool):
+            raise ArchitectureError(f"{name} must be true or false, got "
+                                    f"{getattr(spec, name)!r}")
     for name in ("dropout", "conv_dropout"):
         value = getattr(spec, name)
         if not isinstance(value, (int, float)) or not 0 <= value < 1:
             raise ArchitectureError(f"{name} must be in [0, 1), got {value!r}")
-    if spec.fc_layers > 0 and spec.fc_width.bit_length() < spec.fc_layers:  # < 2^(layers-1)
-        raise _refuse(spec, f"fc_width {spec.fc_width} cannot be halved into {spec.fc_layers} "
-                            f"hidden layers; use fc_width >= {2 ** (spec.fc_layers - 1)}")
+
+
+def check_spec(spec: ModelSpec) -> None:
+    """Refuse, with the reason, any combination that cannot make a network for 28x28 inputs."""
+    _check_values(spec)
+    if spec.kernel_size % 2 == 0:
+        k = spec.kernel_size
+        raise _refuse(spec, f"kernel_size must be odd so 'same' padding is symmetric, got {k}; "
+                            f"use {k - 1} or {k + 1}")
+    if spec.residual and spec.depth == 0:
+        raise _refuse(spec, "residual blocks follow conv blocks, and depth 0 has none; use "
+                            "depth >= 1 or no residual")
+    if spec.fc_layers > 0 and spec.fc_width // spec.fc_shrink ** (spec.fc_layers - 1) < 1:
+        least = spec.fc_shrink ** (spec.fc_layers - 1)
+        raise _refuse(spec, f"fc_width {spec.fc_width} cannot be shrunk by {spec.fc_shrink} "
+                            f"into {spec.fc_layers} hidden layers; use fc_width >= {least:,}")
     sizes = spatial_sizes(spec)
     if sizes[-1] < 1 or len(sizes) < spec.depth + 1:
         trace = "→".join(str(max(s, 0)) for s in sizes)
@@ -128,7 +144,7 @@ def block_widths(spec: ModelSpec) -> list[int]:
 
 
 def fc_widths(spec: ModelSpec) -> list[int]:
-    return [max(1, spec.fc_width // 2**i) for i in range(spec.fc_layers)]
+    return [spec.fc_width // spec.fc_shrink**i for i in range(spec.fc_layers)]
 
 
 # ---------------------------------------------------------------------------------------------

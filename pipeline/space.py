@@ -304,13 +304,12 @@ class _Parser:
         defaults, minimums = PRUNERS[kind]
         per_epoch = raw.pop("reports_per_epoch", 1)
         report_size = raw.pop("report_val_size", None)
-        if kind == "successive_halving" and "bootstrap_count" not in raw:
-            # Added after the first spaces with this pruner: absent means Optuna's 0, and is
-            # left out so that those spaces keep their fingerprints.
-            defaults = {k: v for k, v in defaults.items() if k != "bootstrap_count"}
-            minimums = {k: v for k, v in minimums.items() if k != "bootstrap_count"}
         part = self.study_part(raw, "pruner", {"type": kind, **defaults}, tuple(PRUNERS),
                                minimums)
+        if part.get("bootstrap_count") == 0:
+            # Added after the first spaces with this pruner: its default (Optuna's) is left out
+            # so that those spaces keep their fingerprints and their studies resume.
+            del part["bootstrap_count"]
         if (not isinstance(per_epoch, int) or isinstance(per_epoch, bool)
                 or not 1 <= per_epoch <= REPORTS_PER_EPOCH_MAX):
             raise self.fail("study.pruner.reports_per_epoch",

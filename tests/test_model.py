@@ -55,6 +55,15 @@ def test_every_point_of_the_grid_builds_or_is_refused_with_a_reason():
           dropout=0.5),
      (64 * 9 + 128) + (64 * 64 * 9 + 128) + (128 * 64 * 9 + 256) + (128 * 128 * 9 + 256)
      + (6272 * 256 + 256) + (256 * 128 + 128) + (128 * 10 + 10)),
+    # Residual (report F): conv 1→16 k5 valid · res(16) · conv 16→32 k5 valid · res(32) · fc
+    # 512→10; each residual block is two 3x3 convs with biases (no batch norm).
+    (dict(depth=2, width=16, kernel_size=5, padding="valid", batch_norm=False, residual=True,
+          fc_layers=0),
+     (16 * 25 + 16) + 2 * (16 * 16 * 9 + 16) + (32 * 16 * 25 + 32) + 2 * (32 * 32 * 9 + 32)
+     + (512 * 10 + 10)),
+    # MLP (report H): 784→300 BN→100 BN→10; batch norm replaces the dense layers' biases.
+    (dict(depth=0, fc_width=300, fc_layers=2, fc_shrink=3, fc_batch_norm=True),
+     (784 * 300 + 2 * 300) + (300 * 100 + 2 * 100) + (100 * 10 + 10)),
 ])
 def test_seed_report_models_are_points_of_the_space(params, parameters):
     model = build_model(ModelSpec(**params))
@@ -69,7 +78,10 @@ def test_seed_report_models_are_points_of_the_space(params, parameters):
     (dict(pool="median"), "pool must be one of max, avg"),
     (dict(dropout=1.0), r"dropout must be in \[0, 1\)"),
     (dict(width=0), "width must be a whole number from 1 to 1,048,576, got 0"),
-    (dict(fc_width=2, fc_layers=3), "cannot be halved"),
+    (dict(fc_width=2, fc_layers=3), "cannot be shrunk by 2 into 3 hidden layers; use "
+                                    "fc_width >= 4"),
+    (dict(depth=0, residual=True), "residual blocks follow conv blocks"),
+    (dict(fc_shrink=0), "fc_shrink must be a whole number from 1 to 16"),
     # A typo's billion layers is refused at once, not built (nor 2**(10**20) computed).
     (dict(fc_layers=10**20), "fc_layers must be a whole number from 0 to 16"),
     (dict(convs_per_block=10**9), "convs_per_block must be a whole number from 1 to 16"),
@@ -88,6 +100,10 @@ def test_spatial_trace_and_description():
     assert spatial_sizes(spec) == [28, 14, 7, 3, 1]
     assert describe(ModelSpec(depth=2, width=16, fc_layers=0)) == (
         "conv16k3 → maxpool → conv32k3 → maxpool → 10")
+    assert describe(ModelSpec(depth=1, width=8, residual=True, fc_width=32)) == (
+        "conv8k3 → maxpool → res8 → fc32 → 10")
+    assert describe(ModelSpec(depth=0, fc_width=300, fc_layers=2, fc_shrink=3,
+                              fc_batch_norm=True)) == "fc300bn → fc100bn → 10"
 
 
 def test_seeded_builds_are_identical_and_leave_global_state_alone():

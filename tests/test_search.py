@@ -123,8 +123,9 @@ def test_every_trial_records_where_its_time_went(searched):
         assert trial.user_attrs["overhead_seconds"] == pytest.approx(
             sum(v for k, v in seconds.items() if k not in ("train", "evaluate")), abs=2e-3)
     assert "Where the time went (8 finished trials" in result.stdout
-    assert re.search(r"overhead \(all but train and evaluate\): [\d.]+ s per complete trial, "
-                     r"[\d.]+ s per pruned trial", result.stdout)
+    assert re.search(r"overhead \(all but train and evaluate\), mean \(median\): [\d.]+ s "
+                     r"\([\d.]+ s\) per complete trial, [\d.]+ s \([\d.]+ s\) per pruned trial",
+                     result.stdout)
 
 
 # Successive halving with four reports per epoch: rungs at 1/4, 1/2, 1 and 2 epochs, and only the

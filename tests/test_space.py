@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import textwrap
 
 import optuna
@@ -31,7 +32,7 @@ def test_shipped_spaces_load_and_default_falls_back_to_cpu():
     assert default.cpu_fallback == "cpu.yaml"
     assert cpu.cpu_fallback is None
     assert default.direction == cpu.direction == "maximize"
-    assert seeds.sampler["type"] == "grid" and len(seeds.grid()["model"]) == 5
+    assert seeds.sampler["type"] == "grid" and len(seeds.grid()["model"]) == 7
     assert len({default.fingerprint, cpu.fingerprint, seeds.fingerprint}) == 3
 
 
@@ -42,6 +43,14 @@ def test_seed_presets_expand_to_the_reports_networks():
     assert flat["width"] == 16 and flat["kernel_size"] == 5 and flat["fc_layers"] == 0
     assert flat["optimizer"] == "adam" and flat["lr"] == 1e-3 and flat["rotation"] == 10.0
     assert flat["batch_size"] == 64 and flat["epochs"] == 3
+    # Reports F (residual) and H (MLP) are points of the space too: every report has its row.
+    assert len(list(itertools.product(*seeds.grid().values()))) == 56
+    residual = seeds.hyperparameters({"model": "report_f", "optimiser": "adam_1e-3",
+                                      "rotation": 0.0})
+    assert residual["residual"] is True and residual["padding"] == "valid"
+    mlp = seeds.hyperparameters({"model": "report_h", "optimiser": "sgd_0.01_m0.5",
+                                 "rotation": 0.0})
+    assert mlp["depth"] == 0 and mlp["fc_shrink"] == 3 and mlp["fc_batch_norm"] is True
 
 
 def test_fingerprint_ignores_comments_and_layout_but_not_values(tmp_path):
@@ -67,12 +76,24 @@ def test_reporting_once_per_epoch_spelled_out_keeps_the_fingerprint(tmp_path):
     assert load_space(plain).fingerprint == load_space(spelled).fingerprint
     assert load_space(plain).fingerprint != load_space(quarters).fingerprint
     assert load_space(quarters).reports_per_epoch == 4
+    halving = tmp_path / "d.yaml"
+    halving.write_text(GOOD.replace("{type: median, n_startup_trials: 1, n_warmup_steps: 0}",
+                                    "{type: successive_halving}"))
+    with_default = tmp_path / "e.yaml"
+    with_default.write_text(GOOD.replace("{type: median, n_startup_trials: 1, n_warmup_steps: 0}",
+                                         "{type: successive_halving, bootstrap_count: 0}"))
+    assert load_space(halving).fingerprint == load_space(with_default).fingerprint
+    assert "bootstrap_count" not in load_space(halving).pruner
 
 
 @pytest.mark.parametrize("pruner, kind, settings", [
     ("{type: successive_halving, reduction_factor: 2, reports_per_epoch: 4}",
      optuna.pruners.SuccessiveHalvingPruner,
-     {"_min_resource": 1, "_reduction_factor": 2, "_min_early_stopping_rate": 0}),
+     {"_min_resource": 1, "_reduction_factor": 2, "_min_early_stopping_rate": 0,
+      "_bootstrap_count": 0}),  # Optuna's default, left out of the file
+    ("{type: successive_halving, bootstrap_count: 3, reports_per_epoch: 4, "
+     "report_val_size: 200}",
+     optuna.pruners.SuccessiveHalvingPruner, {"_bootstrap_count": 3}),
     # Hyperband's largest resource: the space's most epochs (a parameter's top), in reports.
     ("{type: hyperband, min_resource: 2, reports_per_epoch: 4}",
      optuna.pruners.HyperbandPruner,
@@ -142,6 +163,16 @@ BAD = [
      "hyperband, none"),
     (lambda s: s.replace("type: median", "type: median, reports_per_epoch: 0"),
      "study.pruner.reports_per_epoch: must be a whole number from 1 to 100, got 0"),
+    (lambda s: s.replace("type: median", "type: median, reports_per_epoch: 4, "
+                                          "report_val_size: 600"),
+     "study.pruner.report_val_size: must be a whole number from 1 to data.val_size (500), "
+     "got 600"),
+    (lambda s: s.replace("type: median", "type: median, report_val_size: 100"),
+     "study.pruner.report_val_size: applies to reports inside an epoch; set "
+     "reports_per_epoch above 1 too"),
+    (lambda s: s.replace("{type: median, n_startup_trials: 1, n_warmup_steps: 0}",
+                         "{type: successive_halving, bootstrap_count: -1}"),
+     "study.pruner.bootstrap_count: must be a whole number >= 0, got -1"),
     (lambda s: s.replace("pruner: {type: median, n_startup_trials: 1, n_warmup_steps: 0}",
                          "pruner: {type: hyperband, reduction_factor: 1}"),
      "study.pruner.reduction_factor: must be a whole number >= 2, got 1"),

@@ -62,6 +62,24 @@ def test_reports_come_at_even_fractions_of_each_epoch_and_a_report_can_stop_trai
     assert watch.seconds["train"] > 0 and watch.seconds["evaluate"] > 0
 
 
+def test_reports_inside_an_epoch_can_measure_a_sample_of_the_validation_images(small_data):
+    """report_val_size: the reports inside an epoch rank trials on the first k validation
+    images; every epoch's end (and so the trial's value) still measures all of them."""
+    k = 7  # accuracies measured on 7 images are multiples of 1/7
+    reports, seen = [], []
+    fit(build_model(SMALL, seed=0), small_data, _settings(epochs=2), on_epoch_end=seen.append,
+        on_report=reports.append, reports_per_epoch=4, inside_val_size=k)
+    inside = [r for r in reports if not r.epochs.is_integer()]
+    ends = [r for r in reports if r.epochs.is_integer()]
+    assert len(inside) == 6 and len(ends) == 2
+    for r in inside:
+        assert abs(r.val_accuracy * k - round(r.val_accuracy * k)) < 1e-6
+    n = len(small_data.val.labels)
+    assert [r.val_accuracy for r in ends] == [s.val_accuracy for s in seen]
+    assert any(abs(r.val_accuracy * k - round(r.val_accuracy * k)) > 1e-6 for r in ends), (
+        f"epoch ends should measure all {n} images")
+
+
 @pytest.mark.parametrize("optimizer, schedule", [
     ("sgd", "onecycle"), ("adam", "cosine"), ("adamw", "constant"), ("rmsprop", "cosine")])
 def test_every_optimizer_and_schedule_trains(small_data, optimizer, schedule):
