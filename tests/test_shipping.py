@@ -8,8 +8,6 @@ commands run in this process, and the servers (MLflow's model server and UI) as 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +24,7 @@ from helpers import (
     descendants,
     free_port,
     invoke,
+    keep_screenshot,
     optuna_dashboard_study,
     port_is_closed,
     start_cli,
@@ -258,11 +257,7 @@ def _served_in_a_browser(command: str, folder: Path, shot: Path):
         browser = chromium()
         try:
             yield server, browser, url
-            browser.save_screenshot(str(shot))
-            keep = os.environ.get("PIPELINE_TEST_ARTIFACTS")
-            if keep:
-                Path(keep).mkdir(parents=True, exist_ok=True)
-                shutil.copy(shot, Path(keep) / shot.name)
+            keep_screenshot(browser, shot)
         finally:
             browser.quit()
     finally:
