@@ -29,7 +29,7 @@ class Diagnostics:
 def diagnose(labels: torch.Tensor, predictions: torch.Tensor) -> Diagnostics:
     """The confusion matrix (rows true, columns predicted) and each digit's accuracy."""
     pairs = labels.long() * len(DIGITS) + predictions.long()
-    matrix = torch.bincount(pairs, minlength=len(DIGITS) ** 2).reshape(10, 10).numpy()
+    matrix = torch.bincount(pairs, minlength=len(DIGITS) ** 2).reshape(len(DIGITS), -1).numpy()
     totals = matrix.sum(axis=1)
     per_class = {d: float(matrix[d, d] / totals[d]) if totals[d] else float("nan")
                  for d in DIGITS}

@@ -18,6 +18,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from pipeline.data import Mnist
+from pipeline.diagnostics import DIGITS
 from pipeline.errors import PipelineError, UsageError, first_line
 from pipeline.keys import (
     ATTR_DATA_CHECKSUM,
@@ -137,10 +138,10 @@ def _log_test_report(client: MlflowClient, run_id: str, labels: np.ndarray,
     logged beside the run's validation confusion matrix; the weakest digit is named."""
     from sklearn.metrics import classification_report
 
-    report = classification_report(labels, predicted, labels=list(range(10)),
+    report = classification_report(labels, predicted, labels=DIGITS,
                                    output_dict=True, zero_division=0)
     client.log_dict(run_id, report, "test_report.json")
-    weakest = min(range(10), key=lambda d: report[str(d)]["f1-score"])
+    weakest = min(DIGITS, key=lambda d: report[str(d)]["f1-score"])
     scores = report[str(weakest)]
     echo(f"weakest digit on the test set: {weakest} (precision {scores['precision']:.2%}, "
          f"recall {scores['recall']:.2%}); every digit's scores: test_report.json in the run")

@@ -8,9 +8,8 @@ import base64
 import html
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
+from unittest import mock
 
 import optuna
 from optuna.trial import TrialState
@@ -135,27 +134,14 @@ def best_trial_pictures(study: optuna.Study, client) -> dict[str, str]:
     for name, title in PICTURES.items():
         try:
             # Two small files: MLflow's download progress bars would only litter the output.
-            with _unset_after(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name, "false"):
+            with mock.patch.dict(os.environ,
+                                 {MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name: "false"}):
                 path = client.download_artifacts(run_id, name)
         except Exception:  # noqa: BLE001 - a picture the run does not have is left out
             continue
         with open(path, "rb") as f:
             pictures[title] = "data:image/png;base64," + base64.b64encode(f.read()).decode()
     return pictures
-
-
-@contextmanager
-def _unset_after(variable: str, value: str) -> Iterator[None]:
-    """``variable`` set to ``value`` inside the block, as it was after it."""
-    before = os.environ.get(variable)
-    os.environ[variable] = value
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(variable, None)
-        else:
-            os.environ[variable] = before
 
 
 STYLE = """

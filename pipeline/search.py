@@ -54,7 +54,7 @@ from pipeline.studies import (
     open_storage,
     redact,
     requeue,
-    share_between_processes,
+    tune_sqlite_for_search,
 )
 from pipeline.tracking import RunLog, Tracker, ensure_reachable, library_versions
 from pipeline.train import choose_device
@@ -178,7 +178,7 @@ def open_search(req: SearchRequest, *, echo=print) -> Session:
     ensure_reachable()  # before the study's storage is written to
     storage = open_storage(req.storage_url, heartbeat_interval=req.heartbeat_interval,
                            grace_period=req.grace_period)
-    share_between_processes(storage)  # also the cheaper commits of one process (studies.py)
+    tune_sqlite_for_search(storage)
     lock = study_lock(storage, req.storage_url, req.study_name)
     # Two workers starting together must not make two parent runs, nor both set up a fresh
     # MLflow database (its client migrates the schema as soon as it is made).

@@ -111,7 +111,7 @@ def _require_driver(url: str) -> None:
                          f"not installed; {hint}") from None
 
 
-def share_between_processes(storage: optuna.storages.BaseStorage) -> None:
+def tune_sqlite_for_search(storage: optuna.storages.BaseStorage) -> None:
     """Ready a SQLite study for a search: write-ahead logging lets several worker processes of
     this machine read while one writes (a file setting, kept for later searches), and with it
     ``synchronous=NORMAL`` lets a commit return without waiting for the disk. A trial makes
