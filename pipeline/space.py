@@ -270,6 +270,10 @@ class _Parser:
         self.where = where
 
     def fail(self, key: str, message: str) -> SpaceError:
+        # Keys come from the file and may hold anything YAML allows, a line break included;
+        # escaped, the error stays one line.
+        if not key.isprintable():
+            key = key.encode("unicode_escape").decode("ascii")
         return SpaceError(f"{self.where}: {key}: {message}")
 
     def keys(self, section, allowed: tuple, prefix: str) -> None:

@@ -127,6 +127,8 @@ BAD = [
     # (what to do to GOOD, fragment of the error)
     (lambda s: s + "  depth: {type: int, low: 1\n", "not valid YAML at line"),
     (lambda s: s + "budget: 3\n", "budget: unknown key"),
+    # A key with a line break (found by Hypothesis) is escaped: the error stays one line.
+    (lambda s: s + '"bud\\nget": 3\n', "bud\\nget: unknown key"),
     (lambda s: s.replace("  width:", "  widht:"), "unknown key 'widht'; did you mean 'width'?"),
     (lambda s: s.replace("log: true}", "log: true, hgih: 3}"), "params.lr.hgih: unknown key"),
     (lambda s: s.replace("type: float, low: 1.0e-3", "low: 1.0e-3"), "params.lr.type: must be"),
