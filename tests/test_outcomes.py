@@ -121,7 +121,7 @@ PIPELINE = Path(__file__).resolve().parent.parent / "pipeline"
 
 def test_every_outcome_to_status_decision_is_in_the_outcome_table():
     """No module but outcomes.py spells a run status it writes, or the state tag."""
-    for path in PIPELINE.glob("*.py"):
+    for path in PIPELINE.rglob("*.py"):
         if path.name == "outcomes.py":
             continue
         text = path.read_text()
