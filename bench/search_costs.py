@@ -40,7 +40,7 @@ PRUNERS = {
 
 def run(space, trials: int, seed: int, folder: Path):
     from pipeline.search import SearchRequest, run_search
-    from pipeline.studies import epochs_trained
+    from pipeline.trials import epochs_trained
 
     folder.mkdir(parents=True)
     os.chdir(folder)  # MLflow's and Optuna's default stores live in the working folder

@@ -98,7 +98,7 @@ def run_standard(space, trials: int, seed: int, splits_idx, folder: Path, device
     from optuna_integration.mlflow import MLflowCallback
 
     from pipeline.data import default_data_dir
-    from pipeline.studies import make_pruner, seeded_sampler
+    from pipeline.samplers import make_pruner, seeded_sampler
 
     # Deprecated since optuna-integration 4.9 (to go in 6.0), yet still what its docs and
     # optuna-examples show: it is the standard way this compares with.

@@ -203,7 +203,7 @@ def search(trials: int, workers: int | None, ray_address: str | None, cpus_per_w
 
     def request_for(space):
         from pipeline.search import SearchRequest
-        from pipeline.studies import default_storage
+        from pipeline.storage import default_storage
 
         return SearchRequest(
             space=space, trials=trials, study_name=study_name or f"mnist-{space.name}",
@@ -252,8 +252,9 @@ def reconcile(study_name: str | None, storage: str | None) -> None:
     """
     from pipeline.keys import ATTR_EXPERIMENT, ATTR_HEARTBEAT
     from pipeline.reconcile import reconcile as close_orphans
+    from pipeline.storage import default_storage
     from pipeline.stores import tracking_store_exists
-    from pipeline.studies import default_storage, open_existing_study
+    from pipeline.studies import open_existing_study
     from pipeline.tracking import Tracker
 
     url = storage or default_storage()
@@ -277,8 +278,9 @@ def report(study_name: str | None, storage: str | None, report_dir: Path) -> Non
     """Write a study's Plotly report and print its best trials."""
     from pipeline.keys import ATTR_PARENT_RUN
     from pipeline.report import write_report
+    from pipeline.storage import default_storage
     from pipeline.stores import tracking_store_exists
-    from pipeline.studies import default_storage, open_existing_study
+    from pipeline.studies import open_existing_study
     from pipeline.tracking import Tracker
 
     study = open_existing_study(storage or default_storage(), study_name)
@@ -311,7 +313,7 @@ def promote(target: str, study_name: str | None, storage: str | None, name: str,
         raise click.UsageError("--study goes with `promote best`, not with a run id")
     from pipeline.data import load_mnist
     from pipeline.registry import candidate_from_run, candidate_from_study, promote, registry_client
-    from pipeline.studies import default_storage
+    from pipeline.storage import default_storage
 
     # The study first: a study that is not there is an error before any store is touched.
     if target == "best":

@@ -20,7 +20,7 @@ from pipeline.search import (
     show_best,
     show_finished,
 )
-from pipeline.studies import count_trials
+from pipeline.trials import count_trials
 
 
 class WorkerFailed(PipelineError):

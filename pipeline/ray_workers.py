@@ -29,8 +29,8 @@ from pipeline.search import (
     space_for,
 )
 from pipeline.space import SearchSpace
+from pipeline.storage import is_journal, redact
 from pipeline.stores import local_file
-from pipeline.studies import is_journal, redact
 from pipeline.workers import WORKERS_PER_GPU
 
 RAY_ADDRESS_ENV = "PIPELINE_RAY_ADDRESS"

@@ -30,8 +30,8 @@ from pipeline.keys import (
 )
 from pipeline.liveness import is_dead_local_worker
 from pipeline.outcomes import DEAD_WORKER, dead_worker_reason, for_finished_trial
-from pipeline.studies import requeue, retried_numbers
 from pipeline.tracking import RunLog, Tracker
+from pipeline.trials import requeue, retried_numbers
 
 
 @dataclass

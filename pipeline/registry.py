@@ -34,8 +34,9 @@ from pipeline.keys import (
 )
 from pipeline.pyfunc import load_pyfunc
 from pipeline.stores import require_tracking_store
-from pipeline.studies import best_trial, open_existing_study, study_metric
+from pipeline.studies import open_existing_study, study_metric
 from pipeline.tracking import Tracker, TrackingError
+from pipeline.trials import best_trial
 
 # Lineage tags on every registered version.
 LINEAGE = ("study", "trial_number", "run_id", "val_accuracy", "test_accuracy", "data_checksum",

@@ -46,19 +46,12 @@ from pipeline.outcomes import COMPLETE, STUDY_FINISHED, STUDY_INTERRUPTED
 from pipeline.progress import SearchProgress
 from pipeline.reconcile import reconcile
 from pipeline.space import SearchSpace, load_space
-from pipeline.studies import (
-    TrialCounts,
-    best_trial,
-    count_trials,
-    create_or_resume,
-    open_storage,
-    redact,
-    requeue,
-    tune_sqlite_for_search,
-)
+from pipeline.storage import open_storage, redact, tune_sqlite_for_search
+from pipeline.studies import create_or_resume
 from pipeline.tracking import RunLog, Tracker, ensure_reachable, library_versions
 from pipeline.train import choose_device
 from pipeline.trial import TrialRunner
+from pipeline.trials import TrialCounts, best_trial, count_trials, requeue
 
 
 class SearchInterrupted(PipelineError):

@@ -11,7 +11,8 @@ import optuna
 from optuna.trial import TrialState
 
 from pipeline.progress import format_value
-from pipeline.studies import epochs_trained, study_metric
+from pipeline.studies import study_metric
+from pipeline.trials import epochs_trained
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,9 @@ import pytest
 
 from pipeline.locking import study_lock
 from pipeline.space import load_space
-from pipeline.studies import count_trials, create_or_resume, open_storage, requeue
+from pipeline.storage import open_storage
+from pipeline.studies import create_or_resume
+from pipeline.trials import count_trials, requeue
 
 TPE = textwrap.dedent("""\
     study: {sampler: {type: tpe, seed: 3, n_startup_trials: 10}}
@@ -110,7 +112,7 @@ def test_the_file_lock_lets_one_worker_in_at_a_time(tmp_path):
 @pytest.mark.parametrize("url", ["journal:///x/optuna.journal", "x/optuna.journal",
                                  "journal:x.journal"])
 def test_journal_urls(url):
-    from pipeline.studies import is_journal, journal_path
+    from pipeline.storage import is_journal, journal_path
 
     assert is_journal(url)
     assert journal_path(url).endswith(".journal") and "journal:" not in journal_path(url)
@@ -137,6 +139,6 @@ def test_of_two_workers_failing_the_same_dead_trial_only_one_wins(tmp_path):
     ("sqlite:///optuna.db", "sqlite:///optuna.db"),
 ])
 def test_storage_urls_are_shown_without_their_password(url, shown):
-    from pipeline.studies import redact
+    from pipeline.storage import redact
 
     assert redact(url) == shown
