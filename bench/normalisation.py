@@ -45,8 +45,8 @@ def main() -> None:
     import torch
     from torch import nn
 
+    from pipeline.core.hparams import make_config
     from pipeline.data import load_mnist, split_train_val
-    from pipeline.hparams import make_config
     from pipeline.model import Standardize, build_model
     from pipeline.train import choose_device, fit
 

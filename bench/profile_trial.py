@@ -28,8 +28,8 @@ NETWORKS = [
 def train_once(data, model_keys: dict, graph: str, args, *, profile: bool = False):
     import torch
 
+    from pipeline.core.settings import ModelSpec, TrainSettings
     from pipeline.model import build_model
-    from pipeline.settings import ModelSpec, TrainSettings
     from pipeline.train import fit
 
     settings = TrainSettings(epochs=2, batch_size=args.batch_size, optimizer="adamw", lr=3e-3,
@@ -80,8 +80,8 @@ def main() -> None:
 
     import torch
 
+    from pipeline.core.settings import DataSettings
     from pipeline.data import load_mnist, split_train_val
-    from pipeline.settings import DataSettings
 
     data = split_train_val(load_mnist(), DataSettings(train_subset=args.images)).to(args.device)
     name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else args.device

@@ -70,8 +70,8 @@ def main() -> None:
     for variable in ("MLFLOW_TRACKING_URI", "PIPELINE_STORAGE"):
         os.environ.pop(variable, None)
 
+    from pipeline.core.settings import DataSettings
     from pipeline.report import time_breakdown_table
-    from pipeline.settings import DataSettings
     from pipeline.space import load_space
 
     base = load_space(args.space)

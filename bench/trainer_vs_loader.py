@@ -32,7 +32,7 @@ WARMUP_BATCHES = 10
 
 
 def spec_from(args):
-    from pipeline.settings import ModelSpec
+    from pipeline.core.settings import ModelSpec
 
     return ModelSpec(depth=2, width=args.width, kernel_size=3, batch_norm=True, fc_width=128,
                      fc_layers=1)
@@ -97,9 +97,9 @@ def run_loader(args) -> dict:
 
 
 def run_trainer(args, precision: str, channels_last: str) -> dict:
+    from pipeline.core.settings import DataSettings, TrainSettings
     from pipeline.data import load_mnist, split_train_val
     from pipeline.model import build_model
-    from pipeline.settings import DataSettings, TrainSettings
     from pipeline.train import fit
 
     mnist = load_mnist(args.data_dir)

@@ -40,7 +40,7 @@ def standard_objective(space, splits_idx, root: Path, device: str):
     from torch.utils.data import DataLoader, Subset
     from torchvision import datasets, transforms
 
-    from pipeline.hparams import make_config
+    from pipeline.core.hparams import make_config
     from pipeline.model import build_model
     from pipeline.train import make_optimizer, make_schedule
 
@@ -155,8 +155,8 @@ def main() -> None:
     import optuna
     import torch
 
+    from pipeline.core.settings import DataSettings
     from pipeline.data import load_mnist
-    from pipeline.settings import DataSettings
     from pipeline.space import load_space
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

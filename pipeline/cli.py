@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from pipeline import __version__
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 
 
 class PipelineGroup(click.Group):
@@ -73,7 +73,7 @@ def data(data_dir: Path | None, sources: tuple[str, ...], refetch: bool) -> None
 
 def _settings_options(func):
     """One option per hyperparameter key, typed and documented from the settings dataclasses."""
-    from pipeline.hparams import ALL_FIELDS, ALL_KEYS, default_of, field_kind
+    from pipeline.core.hparams import ALL_FIELDS, ALL_KEYS, default_of, field_kind
 
     for key in reversed(ALL_KEYS):
         kind = field_kind(key)
@@ -107,7 +107,7 @@ def train(config_file: Path | None, data_dir: Path | None, experiment: str, no_t
 
     Hyperparameters come from the defaults, then --config, then these options.
     """
-    from pipeline.hparams import make_config, read_yaml_mapping
+    from pipeline.core.hparams import make_config, read_yaml_mapping
 
     params = read_yaml_mapping(config_file) if config_file else {}
     where = str(config_file) if config_file else "options"
@@ -250,10 +250,12 @@ def reconcile(study_name: str | None, storage: str | None) -> None:
 
     Every `pipeline search` does this when it starts; this command does it on its own.
     """
-    from pipeline.keys import ATTR_EXPERIMENT, ATTR_HEARTBEAT
+    import mlflow
+
+    from pipeline.core.keys import ATTR_EXPERIMENT, ATTR_HEARTBEAT
+    from pipeline.core.stores import tracking_store_exists
     from pipeline.reconcile import reconcile as close_orphans
     from pipeline.storage import default_storage
-    from pipeline.stores import tracking_store_exists
     from pipeline.studies import open_existing_study
     from pipeline.tracking import Tracker
 
@@ -265,7 +267,8 @@ def reconcile(study_name: str | None, storage: str | None) -> None:
     study = open_existing_study(url, study.study_name, heartbeat_interval=beat.get("interval"),
                                 grace_period=beat.get("grace"))
     experiment_id = study.user_attrs.get(ATTR_EXPERIMENT)
-    tracker = Tracker() if experiment_id and tracking_store_exists() else None
+    tracker = (Tracker() if experiment_id and tracking_store_exists(mlflow.get_tracking_uri())
+               else None)
     result = close_orphans(study, tracker, experiment_id)
     click.echo(result.line() or f"study {study.study_name!r}: nothing left running")
 
@@ -276,16 +279,18 @@ def reconcile(study_name: str | None, storage: str | None) -> None:
 @report_dir_option
 def report(study_name: str | None, storage: str | None, report_dir: Path) -> None:
     """Write a study's Plotly report and print its best trials."""
-    from pipeline.keys import ATTR_PARENT_RUN
+    import mlflow
+
+    from pipeline.core.keys import ATTR_PARENT_RUN
+    from pipeline.core.stores import tracking_store_exists
     from pipeline.report import write_report
     from pipeline.storage import default_storage
-    from pipeline.stores import tracking_store_exists
     from pipeline.studies import open_existing_study
     from pipeline.tracking import Tracker
 
     study = open_existing_study(storage or default_storage(), study_name)
     run_id = study.user_attrs.get(ATTR_PARENT_RUN)
-    tracker = Tracker() if run_id and tracking_store_exists() else None
+    tracker = Tracker() if run_id and tracking_store_exists(mlflow.get_tracking_uri()) else None
     write_report(study, report_dir, tracker=tracker, run_id=run_id, echo=click.echo)
 
 

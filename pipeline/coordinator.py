@@ -8,9 +8,9 @@ import signal
 
 from optuna.trial import TrialState
 
-from pipeline.errors import PipelineError
-from pipeline.outcomes import STUDY_FAILED
-from pipeline.progress import SearchProgress
+from pipeline.core.errors import PipelineError
+from pipeline.core.outcomes import STUDY_FAILED
+from pipeline.core.progress import SearchProgress
 from pipeline.search import (
     SearchOutcome,
     Session,

@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.errors import DataError, UsageError
-from pipeline.settings import DataSettings
+from pipeline.core.errors import DataError, UsageError
+from pipeline.core.settings import DataSettings
 
 TRAIN_IMAGES = "train-images-idx3-ubyte"
 TRAIN_LABELS = "train-labels-idx1-ubyte"

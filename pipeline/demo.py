@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from pipeline.errors import UsageError
+from pipeline.core.errors import UsageError
 from pipeline.imaging import ImageError, to_mnist
 from pipeline.predict import DigitModel
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.errors import PipelineError, UsageError, first_line
-from pipeline.keys import VERSION_TAG_PREFIX
+from pipeline.core.errors import PipelineError, UsageError, first_line
+from pipeline.core.keys import VERSION_TAG_PREFIX
 from pipeline.predict import DigitModel, registered_reference
 
 INSTALL_HINT = 'pip install -e ".[export]"'

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pipeline.errors import PipelineError, first_line
+from pipeline.core.errors import PipelineError, first_line
 
 BOX = 20  # the digit's longer side, in pixels, as in MNIST
 FIELD = 28

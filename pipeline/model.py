@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.settings import (
+from pipeline.core.settings import (
     NUM_CLASSES,
     ModelSpec,
     block_widths,

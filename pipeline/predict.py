@@ -17,13 +17,13 @@ import numpy as np
 import torch
 from mlflow.exceptions import MlflowException
 
-from pipeline.errors import PipelineError, first_line
+from pipeline.core.errors import PipelineError, first_line
+from pipeline.core.keys import CHAMPION, DEFAULT_MODEL_NAME
+from pipeline.core.settings import ModelSpec
+from pipeline.core.stores import require_tracking_store
 from pipeline.imaging import ImageError, read_digit
-from pipeline.keys import CHAMPION, DEFAULT_MODEL_NAME
 from pipeline.model import build_model
 from pipeline.pyfunc import load_pyfunc
-from pipeline.settings import ModelSpec
-from pipeline.stores import require_tracking_store
 
 DEFAULT_MODEL_URI = f"models:/{DEFAULT_MODEL_NAME}@{CHAMPION}"
 
@@ -97,7 +97,8 @@ class DigitModel:
     def __init__(self, uri: str) -> None:
         self.uri = uri
         if uri.startswith(("models:/", "runs:/")):
-            require_tracking_store()  # looking it up must not create an empty store
+            # Looking it up must not create an empty store.
+            require_tracking_store(mlflow.get_tracking_uri())
         try:
             _check_registered(uri)
             self.local = mlflow.artifacts.download_artifacts(uri)

@@ -19,7 +19,8 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from pipeline.coordinator import WorkerGroup, coordinate
-from pipeline.errors import UsageError, first_line
+from pipeline.core.errors import UsageError, first_line
+from pipeline.core.stores import local_file
 from pipeline.liveness import HOST_ENV
 from pipeline.search import (
     SearchInterrupted,
@@ -30,7 +31,6 @@ from pipeline.search import (
 )
 from pipeline.space import SearchSpace
 from pipeline.storage import is_journal, redact
-from pipeline.stores import local_file
 from pipeline.workers import WORKERS_PER_GPU
 
 RAY_ADDRESS_ENV = "PIPELINE_RAY_ADDRESS"

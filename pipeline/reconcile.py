@@ -19,7 +19,7 @@ import optuna
 from optuna.trial import TrialState
 
 from pipeline import optuna_private
-from pipeline.keys import (
+from pipeline.core.keys import (
     ATTR_OUTCOME,
     ATTR_REASON,
     ATTR_RUN_ID,
@@ -28,8 +28,8 @@ from pipeline.keys import (
     TAG_STUDY,
     TAG_TRIAL,
 )
+from pipeline.core.outcomes import DEAD_WORKER, dead_worker_reason, for_finished_trial
 from pipeline.liveness import is_dead_local_worker
-from pipeline.outcomes import DEAD_WORKER, dead_worker_reason, for_finished_trial
 from pipeline.tracking import RunLog, Tracker
 from pipeline.trials import requeue, retried_numbers
 

@@ -17,10 +17,8 @@ import numpy as np
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from pipeline.data import Mnist
-from pipeline.diagnostics import DIGITS
-from pipeline.errors import PipelineError, UsageError, first_line
-from pipeline.keys import (
+from pipeline.core.errors import PipelineError, UsageError, first_line
+from pipeline.core.keys import (
     ATTR_DATA_CHECKSUM,
     ATTR_FINGERPRINT,
     ATTR_MODEL_URI,
@@ -32,8 +30,10 @@ from pipeline.keys import (
     TAG_TRIAL,
     VERSION_TAG_PREFIX,
 )
+from pipeline.core.stores import require_tracking_store
+from pipeline.data import Mnist
+from pipeline.diagnostics import DIGITS
 from pipeline.pyfunc import load_pyfunc
-from pipeline.stores import require_tracking_store
 from pipeline.studies import open_existing_study, study_metric
 from pipeline.tracking import Tracker, TrackingError
 from pipeline.trials import best_trial
@@ -75,7 +75,8 @@ class Promotion:
 
 def registry_client(tracker: Tracker | None = None) -> MlflowClient:
     """A client for the registry, checked to answer; an unreachable one is a clear error."""
-    require_tracking_store()  # a reading command must not create an empty store
+    # A reading command must not create an empty store.
+    require_tracking_store(mlflow.get_tracking_uri())
     tracker = tracker or Tracker()  # a tracking server that does not answer fails here
     try:
         tracker.client.search_registered_models(max_results=1)

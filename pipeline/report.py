@@ -15,12 +15,12 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from pipeline.errors import first_line
-from pipeline.keys import ATTR_MODEL_URI, ATTR_REASON, ATTR_RUN_ID, ATTR_SECONDS
-from pipeline.progress import format_value
+from pipeline.core.errors import first_line
+from pipeline.core.keys import ATTR_MODEL_URI, ATTR_REASON, ATTR_RUN_ID, ATTR_SECONDS
+from pipeline.core.progress import format_value
+from pipeline.core.timings import PHASES, WORK, overhead
 from pipeline.report_page import best_trial_pictures, learning_curves, page
 from pipeline.studies import study_metric
-from pipeline.timings import PHASES, WORK, overhead
 from pipeline.trials import count_trials, epochs_trained, ranked_trials
 
 # Parameter importances need several complete trials with differing parameters to mean anything.

@@ -14,8 +14,8 @@ from unittest import mock
 import optuna
 from optuna.trial import TrialState
 
-from pipeline.keys import ATTR_RUN_ID, ATTR_SPACE, ATTR_TRAIN_SECONDS
-from pipeline.progress import format_value
+from pipeline.core.keys import ATTR_RUN_ID, ATTR_SPACE, ATTR_TRAIN_SECONDS
+from pipeline.core.progress import format_value
 from pipeline.seed_reports import seed_rows, seed_table_html
 from pipeline.studies import study_metric
 from pipeline.trials import count_trials, epochs_trained, ranked_trials

@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from pipeline.core.errors import NonFiniteLossError, PipelineError, first_line
+from pipeline.core.hparams import RunConfig
+from pipeline.core.keys import TAG_ROLE
+from pipeline.core.outcomes import is_out_of_memory, outcome_of, reason_for
+from pipeline.core.progress import TrainProgress
 from pipeline.data import load_mnist, split_train_val
-from pipeline.errors import NonFiniteLossError, PipelineError, first_line
-from pipeline.hparams import RunConfig
-from pipeline.keys import TAG_ROLE
 from pipeline.model import describe, parameter_count
-from pipeline.outcomes import is_out_of_memory, outcome_of, reason_for
-from pipeline.progress import TrainProgress
 from pipeline.tracked import plan_for, tracked_fit
 from pipeline.train import evaluate
 

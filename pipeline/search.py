@@ -24,9 +24,8 @@ import torch
 from optuna.trial import TrialState
 
 from pipeline import optuna_private
-from pipeline.data import DataSplits, load_mnist, split_train_val
-from pipeline.errors import PipelineError
-from pipeline.keys import (
+from pipeline.core.errors import PipelineError
+from pipeline.core.keys import (
     ATTR_DATA_CHECKSUM,
     ATTR_EXPERIMENT,
     ATTR_HEARTBEAT,
@@ -41,9 +40,10 @@ from pipeline.keys import (
     TAG_STORAGE,
     TAG_STUDY,
 )
+from pipeline.core.outcomes import COMPLETE, STUDY_FINISHED, STUDY_INTERRUPTED
+from pipeline.core.progress import SearchProgress
+from pipeline.data import DataSplits, load_mnist, split_train_val
 from pipeline.locking import StudyLock, study_lock
-from pipeline.outcomes import COMPLETE, STUDY_FINISHED, STUDY_INTERRUPTED
-from pipeline.progress import SearchProgress
 from pipeline.reconcile import reconcile
 from pipeline.space import SearchSpace, load_space
 from pipeline.storage import open_storage, redact, tune_sqlite_for_search

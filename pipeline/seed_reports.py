@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 
-from pipeline.progress import format_value
+from pipeline.core.progress import format_value
 from pipeline.studies import study_metric
 from pipeline.trials import epochs_trained
 

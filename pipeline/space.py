@@ -37,15 +37,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import UsageError
-from pipeline.hparams import (
+from pipeline.core.errors import UsageError
+from pipeline.core.hparams import (
     ALL_KEYS,
     as_number,
     make_config,
     read_yaml_mapping,
     unknown_key_message,
 )
-from pipeline.settings import MODEL_KEYS, DataSettings, TrainSettings
+from pipeline.core.settings import MODEL_KEYS, DataSettings, TrainSettings
 
 SECTIONS = ("description", "cpu_fallback", "study", "data", "fixed", "presets", "params")
 STUDY_KEYS = ("metric", "sampler", "pruner")

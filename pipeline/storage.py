@@ -12,8 +12,8 @@ import warnings
 import optuna
 import sqlalchemy
 
-from pipeline.errors import UsageError, first_line
-from pipeline.stores import require_study_store
+from pipeline.core.errors import UsageError, first_line
+from pipeline.core.stores import require_study_store
 
 STORAGE_ENV = "PIPELINE_STORAGE"
 DEFAULT_STORAGE = "sqlite:///optuna.db"

@@ -8,8 +8,8 @@ from datetime import datetime
 
 import optuna
 
-from pipeline.errors import UsageError
-from pipeline.keys import (
+from pipeline.core.errors import UsageError
+from pipeline.core.keys import (
     ATTR_FINGERPRINT,
     ATTR_SAMPLER,
     ATTR_SPACE,

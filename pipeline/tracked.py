@@ -15,11 +15,11 @@ from typing import Any
 
 from torch import nn
 
+from pipeline.core.hparams import RunConfig
+from pipeline.core.timings import Stopwatch
 from pipeline.data import DataSplits
 from pipeline.diagnostics import diagnose
-from pipeline.hparams import RunConfig
 from pipeline.model import build_model, parameter_count
-from pipeline.timings import Stopwatch
 from pipeline.tracking import RunLog, library_versions
 from pipeline.train import EpochStats, ExecutionPlan, FitResult, Report, fit, plan_execution
 

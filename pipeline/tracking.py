@@ -26,12 +26,12 @@ from mlflow.types import Schema, TensorSpec
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 import pipeline
+from pipeline.core.errors import PipelineError, first_line
+from pipeline.core.outcomes import Outcome
+from pipeline.core.settings import ModelSpec
+from pipeline.core.timings import Stopwatch
 from pipeline.diagnostics import Diagnostics, confusion_image, mistakes_image
-from pipeline.errors import PipelineError, first_line
 from pipeline.model import DigitReader
-from pipeline.outcomes import Outcome
-from pipeline.settings import ModelSpec
-from pipeline.timings import Stopwatch
 from pipeline.train import EpochStats
 
 # MLflow 3's UI opens an experiment in its GenAI view unless told this kind; ours train models.

@@ -19,10 +19,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.augment import random_affine
+from pipeline.core.errors import DeviceError, NonFiniteLossError
+from pipeline.core.settings import GRAPH_OPTIMIZERS, TrainSettings
+from pipeline.core.timings import Stopwatch
 from pipeline.data import DataSplits, Split
-from pipeline.errors import DeviceError, NonFiniteLossError
-from pipeline.settings import GRAPH_OPTIMIZERS, TrainSettings
-from pipeline.timings import Stopwatch
 
 
 @dataclass(frozen=True)

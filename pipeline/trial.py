@@ -16,10 +16,9 @@ import optuna
 import torch
 
 from pipeline import optuna_private
-from pipeline.data import DataSplits
-from pipeline.errors import NonFiniteLossError
-from pipeline.hparams import make_config
-from pipeline.keys import (
+from pipeline.core.errors import NonFiniteLossError
+from pipeline.core.hparams import make_config
+from pipeline.core.keys import (
     ATTR_EPOCHS,
     ATTR_MODEL_URI,
     ATTR_OUTCOME,
@@ -40,11 +39,12 @@ from pipeline.keys import (
     TAG_TRIAL_ID,
     TAG_WORKER,
 )
+from pipeline.core.outcomes import COMPLETE, OUT_OF_MEMORY, Outcome, outcome_of, reason_for
+from pipeline.core.progress import SearchProgress, format_value
+from pipeline.core.timings import Stopwatch, overhead
+from pipeline.data import DataSplits
 from pipeline.liveness import worker_id
-from pipeline.outcomes import COMPLETE, OUT_OF_MEMORY, Outcome, outcome_of, reason_for
-from pipeline.progress import SearchProgress, format_value
 from pipeline.space import SearchSpace
-from pipeline.timings import Stopwatch, overhead
 from pipeline.tracked import tracked_fit
 from pipeline.tracking import RunLog, Tracker, library_versions
 from pipeline.train import EpochStats, Report, choose_device

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 
-from pipeline.keys import ATTR_EPOCHS, SYS_FAILED_TRIAL, SYS_RETRY_HISTORY
+from pipeline.core.keys import ATTR_EPOCHS, SYS_FAILED_TRIAL, SYS_RETRY_HISTORY
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 
 import mlflow
 
-from pipeline.errors import UsageError
+from pipeline.core.errors import UsageError
 
 JOB_EXECUTION_ENV = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
 

@@ -15,8 +15,8 @@ os.environ["OMP_NUM_THREADS"] = "1"
 import pytest  # noqa: E402
 
 from pipeline.cli import configure_environment  # noqa: E402
+from pipeline.core.settings import DataSettings  # noqa: E402
 from pipeline.data import Mnist, load_mnist, split_train_val
-from pipeline.settings import DataSettings  # noqa: E402
 
 # In-process commands (helpers.invoke) run with the defaults the real program sets.
 configure_environment()

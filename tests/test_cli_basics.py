@@ -20,7 +20,7 @@ def test_the_real_program_answers_help_and_a_usage_error_in_one_line(tmp_path):
 
 
 def test_train_help_documents_every_hyperparameter(tmp_path):
-    from pipeline.hparams import ALL_KEYS
+    from pipeline.core.hparams import ALL_KEYS
 
     result = invoke("train", "--help", cwd=tmp_path)
     assert result.returncode == 0

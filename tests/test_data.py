@@ -13,6 +13,8 @@ import torch
 from helpers import assert_one_line_error, invoke
 
 from pipeline import data as mnist_data
+from pipeline.core.errors import DataError, UsageError
+from pipeline.core.settings import DataSettings
 from pipeline.data import (
     EXPECTED,
     TEST_LABELS,
@@ -27,8 +29,6 @@ from pipeline.data import (
     raw_dir,
     split_train_val,
 )
-from pipeline.errors import DataError, UsageError
-from pipeline.settings import DataSettings
 
 
 def test_the_cached_files_are_the_official_ones(mnist, raw_files):

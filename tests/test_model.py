@@ -7,9 +7,9 @@ import itertools
 import pytest
 import torch
 
-from pipeline.errors import ArchitectureError
+from pipeline.core.errors import ArchitectureError
+from pipeline.core.settings import ModelSpec, spatial_sizes
 from pipeline.model import build_model, describe, parameter_count
-from pipeline.settings import ModelSpec, spatial_sizes
 
 
 def _grid():

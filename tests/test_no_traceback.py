@@ -15,8 +15,8 @@ from helpers import invoke
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.errors import PipelineError
-from pipeline.hparams import ALL_KEYS, make_config, read_yaml_mapping
+from pipeline.core.errors import PipelineError
+from pipeline.core.hparams import ALL_KEYS, make_config, read_yaml_mapping
 from pipeline.imaging import read_digit
 from pipeline.space import PARAM_KEYS, SECTIONS, load_space
 

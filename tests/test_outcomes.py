@@ -14,10 +14,17 @@ import pytest
 import torch
 from optuna.trial import TrialState, create_trial
 
-from pipeline import outcomes
-from pipeline.errors import NonFiniteLossError
-from pipeline.keys import ATTR_OUTCOME, ATTR_REASON, ATTR_RUN_ID, TAG_ROLE, TAG_STUDY, TAG_TRIAL
-from pipeline.outcomes import outcome_of, reason_for
+from pipeline.core import outcomes
+from pipeline.core.errors import NonFiniteLossError
+from pipeline.core.keys import (
+    ATTR_OUTCOME,
+    ATTR_REASON,
+    ATTR_RUN_ID,
+    TAG_ROLE,
+    TAG_STUDY,
+    TAG_TRIAL,
+)
+from pipeline.core.outcomes import outcome_of, reason_for
 from pipeline.reconcile import reconcile
 from pipeline.tracking import Tracker
 

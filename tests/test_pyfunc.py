@@ -8,9 +8,9 @@ import pytest
 import torch
 from mlflow.exceptions import MlflowException
 
+from pipeline.core.settings import ModelSpec
 from pipeline.model import build_model
 from pipeline.pyfunc import load_pyfunc
-from pipeline.settings import ModelSpec
 from pipeline.tracking import Tracker
 
 SPEC = ModelSpec(depth=1, width=4, fc_layers=0)

@@ -31,8 +31,8 @@ from helpers import (
 from optuna.trial import TrialState
 from PIL import Image
 
-from pipeline import outcomes
-from pipeline.timings import PHASES
+from pipeline.core import outcomes
+from pipeline.core.timings import PHASES
 
 # Learning rates down to 1e-6 learn nothing in two epochs: the seeded random start draws some,
 # and the median pruner must stop them.

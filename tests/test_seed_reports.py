@@ -8,7 +8,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState, create_trial
 
-from pipeline.keys import ATTR_SPACE
+from pipeline.core.keys import ATTR_SPACE
 from pipeline.report_page import page
 from pipeline.seed_reports import REPORTED, seed_rows
 

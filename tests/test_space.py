@@ -9,7 +9,7 @@ import optuna
 import pytest
 from helpers import assert_one_line_error, run_cli
 
-from pipeline.errors import UsageError
+from pipeline.core.errors import UsageError
 from pipeline.space import load_space
 
 GOOD = textwrap.dedent("""\

@@ -7,10 +7,10 @@ import os
 import pytest
 import torch
 
-from pipeline.errors import DeviceError, UsageError
+from pipeline.core.errors import DeviceError, UsageError
+from pipeline.core.settings import ModelSpec, TrainSettings
+from pipeline.core.timings import Stopwatch
 from pipeline.model import build_model
-from pipeline.settings import ModelSpec, TrainSettings
-from pipeline.timings import Stopwatch
 from pipeline.train import NonFiniteLossError, choose_device, evaluate, fit, plan_execution
 
 SMALL = ModelSpec(depth=2, width=8, fc_width=32)

@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
-from pipeline.errors import UsageError, first_line
-from pipeline.settings import DataSettings, ModelSpec, TrainSettings
+from pipeline.core.errors import UsageError, first_line
+from pipeline.core.settings import DataSettings, ModelSpec, TrainSettings
 
 SETTINGS_CLASSES = (ModelSpec, TrainSettings, DataSettings)
 ALL_FIELDS = {f.name: f for cls in SETTINGS_CLASSES for f in fields(cls)}

@@ -14,8 +14,8 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from pipeline.errors import NonFiniteLossError, first_line
-from pipeline.keys import TAG_PRUNED_EPOCH, TAG_REASON, TAG_STATE
+from pipeline.core.errors import NonFiniteLossError, first_line
+from pipeline.core.keys import TAG_PRUNED_EPOCH, TAG_REASON, TAG_STATE
 
 
 @dataclass(frozen=True)

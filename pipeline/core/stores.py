@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.errors import UsageError
+from pipeline.core.errors import UsageError
 
 
 class StoreMissing(UsageError):
@@ -35,22 +35,15 @@ def require_study_store(url: str, shown: str) -> None:
                            "search` first, or point --storage (PIPELINE_STORAGE) at the study")
 
 
-def tracking_store_exists(uri: str | None = None) -> bool:
-    """False only for an MLflow SQLite store whose file is not there."""
-    if uri is None:
-        import mlflow
-
-        uri = mlflow.get_tracking_uri()
+def tracking_store_exists(uri: str) -> bool:
+    """False only for an MLflow SQLite store (``uri``) whose file is not there."""
     path = local_file(uri)
     return path is None or path.exists()
 
 
-def require_tracking_store(uri: str | None = None) -> None:
+def require_tracking_store(uri: str) -> None:
     """Refuse an MLflow SQLite store that does not exist (MLflow would create an empty one)."""
     if not tracking_store_exists(uri):
-        import mlflow
-
-        path = local_file(uri or mlflow.get_tracking_uri())
-        raise StoreMissing(f"no MLflow store here: {path} does not exist; run `pipeline search` "
-                           "or `pipeline train` in this folder first, or set "
+        raise StoreMissing(f"no MLflow store here: {local_file(uri)} does not exist; run "
+                           "`pipeline search` or `pipeline train` in this folder first, or set "
                            "MLFLOW_TRACKING_URI")

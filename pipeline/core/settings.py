@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
-from pipeline.errors import ArchitectureError, UsageError
+from pipeline.core.errors import ArchitectureError, UsageError
 
 
 def _field(default, help: str, choices: tuple[str, ...] | None = None):
