@@ -29,7 +29,7 @@ prove() {
     timeout 240 python3 -m pipeline search --trials 3 --space default --study gpu3 2>&1 | tail -25
     CUDA_VISIBLE_DEVICES= python3 - <<'PY' 2>&1 | tee "$out/load_on_cpu.txt"
 import mlflow, numpy as np, optuna, torch
-from pipeline.data import load_mnist
+from pipeline.data.sources import load_mnist
 assert not torch.cuda.is_available()
 mlflow.set_tracking_uri("sqlite:///mlflow.db")
 study = optuna.load_study(study_name="gpu3", storage="sqlite:///optuna.db")

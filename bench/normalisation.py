@@ -46,9 +46,10 @@ def main() -> None:
     from torch import nn
 
     from pipeline.core.hparams import make_config
-    from pipeline.data import load_mnist, split_train_val
-    from pipeline.model import Standardize, build_model
-    from pipeline.train import choose_device, fit
+    from pipeline.data.splits import load_mnist, split_train_val
+    from pipeline.train.model import Standardize, build_model
+    from pipeline.train.plan import choose_device
+    from pipeline.train.trainer import fit
 
     mnist = load_mnist()
     seeds = [int(s) for s in args.seeds.split(",")]

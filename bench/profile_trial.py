@@ -29,8 +29,8 @@ def train_once(data, model_keys: dict, graph: str, args, *, profile: bool = Fals
     import torch
 
     from pipeline.core.settings import ModelSpec, TrainSettings
-    from pipeline.model import build_model
-    from pipeline.train import fit
+    from pipeline.train.model import build_model
+    from pipeline.train.trainer import fit
 
     settings = TrainSettings(epochs=2, batch_size=args.batch_size, optimizer="adamw", lr=3e-3,
                              rotation=10.0, translate=0.05, device=args.device, cuda_graph=graph)
@@ -81,7 +81,7 @@ def main() -> None:
     import torch
 
     from pipeline.core.settings import DataSettings
-    from pipeline.data import load_mnist, split_train_val
+    from pipeline.data.splits import load_mnist, split_train_val
 
     data = split_train_val(load_mnist(), DataSettings(train_subset=args.images)).to(args.device)
     name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else args.device

@@ -3,7 +3,7 @@
 (a) ``loader``: torchvision's ``MNIST`` dataset, per-image PIL ``RandomRotation(10)``,
     ``ToTensor``, ``Normalize``, a ``DataLoader``, and a loop that reads the loss every step
     (what the seed reports do).
-(b) ``trainer``: ``pipeline.train.fit`` with rotation 10: data resident on the device, one
+(b) ``trainer``: ``pipeline.train.trainer.fit`` with rotation 10: data resident on the device, one
     batched rotation per step, no per-step syncs, precision and memory layout chosen by the
     trainer.
 Ablations of (b): ``trainer-fp32`` (fp32, NCHW) and ``trainer-fp32-nhwc`` show what each of the
@@ -53,9 +53,9 @@ def run_loader(args) -> dict:
     from torch import nn
     from torchvision import transforms
 
-    from pipeline.data import ensure_mnist
-    from pipeline.model import build_model
-    from pipeline.train import choose_device
+    from pipeline.data.sources import ensure_mnist
+    from pipeline.train.model import build_model
+    from pipeline.train.plan import choose_device
 
     files = ensure_mnist(args.data_dir)
     device = choose_device(args.device)
@@ -98,9 +98,9 @@ def run_loader(args) -> dict:
 
 def run_trainer(args, precision: str, channels_last: str) -> dict:
     from pipeline.core.settings import DataSettings, TrainSettings
-    from pipeline.data import load_mnist, split_train_val
-    from pipeline.model import build_model
-    from pipeline.train import fit
+    from pipeline.data.splits import load_mnist, split_train_val
+    from pipeline.train.model import build_model
+    from pipeline.train.trainer import fit
 
     mnist = load_mnist(args.data_dir)
     # Two epochs over `images` images; the first is warm-up (allocations, kernel selection).

@@ -41,8 +41,8 @@ def standard_objective(space, splits_idx, root: Path, device: str):
     from torchvision import datasets, transforms
 
     from pipeline.core.hparams import make_config
-    from pipeline.model import build_model
-    from pipeline.train import make_optimizer, make_schedule
+    from pipeline.train.model import build_model
+    from pipeline.train.trainer import make_optimizer, make_schedule
 
     train_idx, val_idx = splits_idx
     plain = transforms.ToTensor()
@@ -97,7 +97,7 @@ def run_standard(space, trials: int, seed: int, splits_idx, folder: Path, device
     import optuna
     from optuna_integration.mlflow import MLflowCallback
 
-    from pipeline.data import default_data_dir
+    from pipeline.data.sources import default_data_dir
     from pipeline.samplers import make_pruner, seeded_sampler
 
     # Deprecated since optuna-integration 4.9 (to go in 6.0), yet still what its docs and
@@ -156,7 +156,7 @@ def main() -> None:
     import torch
 
     from pipeline.core.settings import DataSettings
-    from pipeline.data import load_mnist
+    from pipeline.data.splits import load_mnist
     from pipeline.space import load_space
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -61,7 +61,7 @@ data_dir_option = click.option(
                                               "fetch them again.")
 def data(data_dir: Path | None, sources: tuple[str, ...], refetch: bool) -> None:
     """Fetch MNIST, verify its four files against the official MD5s, and say where it lives."""
-    from pipeline import data as mnist
+    from pipeline.data import sources as mnist
 
     files = mnist.ensure_mnist(data_dir, sources=sources or mnist.SOURCES, refetch=refetch,
                                log=lambda m: click.echo(m, err=True))
@@ -316,7 +316,7 @@ def promote(target: str, study_name: str | None, storage: str | None, name: str,
     """
     if target != "best" and study_name:  # before the heavy imports: usage errors are instant
         raise click.UsageError("--study goes with `promote best`, not with a run id")
-    from pipeline.data import load_mnist
+    from pipeline.data.splits import load_mnist
     from pipeline.registry import candidate_from_run, candidate_from_study, promote, registry_client
     from pipeline.storage import default_storage
 
@@ -388,7 +388,7 @@ def export(model_uri: str, output: Path, data_dir: Path | None) -> None:
     Input: float32 pixels (N, 28, 28) in [0, 1]; outputs: probabilities (N, 10), digit (N,).
     A registered version also gets the file as an artifact of its model.
     """
-    from pipeline.data import load_mnist
+    from pipeline.data.splits import load_mnist
     from pipeline.export import export
     from pipeline.registry import held_out_images, registry_client
 

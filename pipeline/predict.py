@@ -22,8 +22,8 @@ from pipeline.core.keys import CHAMPION, DEFAULT_MODEL_NAME
 from pipeline.core.settings import ModelSpec
 from pipeline.core.stores import require_tracking_store
 from pipeline.imaging import ImageError, read_digit
-from pipeline.model import build_model
 from pipeline.pyfunc import load_pyfunc
+from pipeline.train.model import build_model
 
 DEFAULT_MODEL_URI = f"models:/{DEFAULT_MODEL_NAME}@{CHAMPION}"
 

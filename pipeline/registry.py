@@ -31,11 +31,11 @@ from pipeline.core.keys import (
     VERSION_TAG_PREFIX,
 )
 from pipeline.core.stores import require_tracking_store
-from pipeline.data import Mnist
-from pipeline.diagnostics import DIGITS
+from pipeline.data.splits import Mnist
 from pipeline.pyfunc import load_pyfunc
 from pipeline.studies import open_existing_study, study_metric
 from pipeline.tracking import Tracker, TrackingError
+from pipeline.train.diagnostics import DIGITS
 from pipeline.trials import best_trial
 
 # Lineage tags on every registered version.

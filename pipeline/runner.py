@@ -10,10 +10,10 @@ from pipeline.core.hparams import RunConfig
 from pipeline.core.keys import TAG_ROLE
 from pipeline.core.outcomes import is_out_of_memory, outcome_of, reason_for
 from pipeline.core.progress import TrainProgress
-from pipeline.data import load_mnist, split_train_val
-from pipeline.model import describe, parameter_count
+from pipeline.data.splits import load_mnist, split_train_val
 from pipeline.tracked import plan_for, tracked_fit
-from pipeline.train import evaluate
+from pipeline.train.model import describe, parameter_count
+from pipeline.train.trainer import evaluate
 
 DEFAULT_EXPERIMENT = "pipeline-train"
 

@@ -42,14 +42,14 @@ from pipeline.core.keys import (
 )
 from pipeline.core.outcomes import COMPLETE, STUDY_FINISHED, STUDY_INTERRUPTED
 from pipeline.core.progress import SearchProgress
-from pipeline.data import DataSplits, load_mnist, split_train_val
+from pipeline.data.splits import DataSplits, load_mnist, split_train_val
 from pipeline.locking import StudyLock, study_lock
 from pipeline.reconcile import reconcile
 from pipeline.space import SearchSpace, load_space
 from pipeline.storage import open_storage, redact, tune_sqlite_for_search
 from pipeline.studies import create_or_resume
 from pipeline.tracking import RunLog, Tracker, ensure_reachable, library_versions
-from pipeline.train import choose_device
+from pipeline.train.plan import choose_device
 from pipeline.trial import TrialRunner
 from pipeline.trials import TrialCounts, best_trial, count_trials, requeue
 

@@ -17,11 +17,12 @@ from torch import nn
 
 from pipeline.core.hparams import RunConfig
 from pipeline.core.timings import Stopwatch
-from pipeline.data import DataSplits
-from pipeline.diagnostics import diagnose
-from pipeline.model import build_model, parameter_count
+from pipeline.data.splits import DataSplits
 from pipeline.tracking import RunLog, library_versions
-from pipeline.train import EpochStats, ExecutionPlan, FitResult, Report, fit, plan_execution
+from pipeline.train.diagnostics import diagnose
+from pipeline.train.model import build_model, parameter_count
+from pipeline.train.plan import ExecutionPlan, plan_execution
+from pipeline.train.trainer import EpochStats, FitResult, Report, fit
 
 
 @dataclass

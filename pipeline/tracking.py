@@ -30,9 +30,9 @@ from pipeline.core.errors import PipelineError, first_line
 from pipeline.core.outcomes import Outcome
 from pipeline.core.settings import ModelSpec
 from pipeline.core.timings import Stopwatch
-from pipeline.diagnostics import Diagnostics, confusion_image, mistakes_image
-from pipeline.model import DigitReader
-from pipeline.train import EpochStats
+from pipeline.train.diagnostics import Diagnostics, confusion_image, mistakes_image
+from pipeline.train.model import DigitReader
+from pipeline.train.trainer import EpochStats
 
 # MLflow 3's UI opens an experiment in its GenAI view unless told this kind; ours train models.
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"

@@ -42,12 +42,13 @@ from pipeline.core.keys import (
 from pipeline.core.outcomes import COMPLETE, OUT_OF_MEMORY, Outcome, outcome_of, reason_for
 from pipeline.core.progress import SearchProgress, format_value
 from pipeline.core.timings import Stopwatch, overhead
-from pipeline.data import DataSplits
+from pipeline.data.splits import DataSplits
 from pipeline.liveness import worker_id
 from pipeline.space import SearchSpace
 from pipeline.tracked import tracked_fit
 from pipeline.tracking import RunLog, Tracker, library_versions
-from pipeline.train import EpochStats, Report, choose_device
+from pipeline.train.plan import choose_device
+from pipeline.train.trainer import EpochStats, Report
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from pipeline.coordinator import WorkerGroup, coordinate
-from pipeline.data import ensure_mnist
+from pipeline.data.sources import ensure_mnist
 from pipeline.search import SearchOutcome, SearchRequest, open_search
 
 # Trials that run at once on one GPU when the user does not say (--workers): small MNIST

@@ -16,7 +16,7 @@ import pytest  # noqa: E402
 
 from pipeline.cli import configure_environment  # noqa: E402
 from pipeline.core.settings import DataSettings  # noqa: E402
-from pipeline.data import Mnist, load_mnist, split_train_val
+from pipeline.data.splits import Mnist, load_mnist, split_train_val
 
 # In-process commands (helpers.invoke) run with the defaults the real program sets.
 configure_environment()
@@ -60,7 +60,7 @@ def small_data(mnist):
 
 @pytest.fixture(scope="session")
 def raw_files(mnist) -> Path:
-    from pipeline.data import default_data_dir, raw_dir
+    from pipeline.data.sources import default_data_dir, raw_dir
 
     return raw_dir(default_data_dir())
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.augment import random_affine
+from pipeline.data.augment import random_affine
 
 
 def _bars(n: int) -> torch.Tensor:

@@ -12,10 +12,10 @@ import pytest
 import torch
 from helpers import assert_one_line_error, invoke
 
-from pipeline import data as mnist_data
 from pipeline.core.errors import DataError, UsageError
 from pipeline.core.settings import DataSettings
-from pipeline.data import (
+from pipeline.data import sources as mnist_data
+from pipeline.data.sources import (
     EXPECTED,
     TEST_LABELS,
     TRAIN_IMAGES,
@@ -27,8 +27,8 @@ from pipeline.data import (
     mnist_pickle_to_idx,
     parse_idx,
     raw_dir,
-    split_train_val,
 )
+from pipeline.data.splits import split_train_val
 
 
 def test_the_cached_files_are_the_official_ones(mnist, raw_files):

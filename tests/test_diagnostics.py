@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from sklearn.metrics import confusion_matrix
 
-from pipeline.diagnostics import confusion_image, diagnose
+from pipeline.train.diagnostics import confusion_image, diagnose
 
 
 def test_the_confusion_matrix_counts_as_scikit_learn_does():

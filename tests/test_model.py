@@ -9,7 +9,7 @@ import torch
 
 from pipeline.core.errors import ArchitectureError
 from pipeline.core.settings import ModelSpec, spatial_sizes
-from pipeline.model import build_model, describe, parameter_count
+from pipeline.train.model import build_model, describe, parameter_count
 
 
 def _grid():

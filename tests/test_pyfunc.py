@@ -9,9 +9,9 @@ import torch
 from mlflow.exceptions import MlflowException
 
 from pipeline.core.settings import ModelSpec
-from pipeline.model import build_model
 from pipeline.pyfunc import load_pyfunc
 from pipeline.tracking import Tracker
+from pipeline.train.model import build_model
 
 SPEC = ModelSpec(depth=1, width=4, fc_layers=0)
 

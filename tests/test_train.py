@@ -10,8 +10,9 @@ import torch
 from pipeline.core.errors import DeviceError, UsageError
 from pipeline.core.settings import ModelSpec, TrainSettings
 from pipeline.core.timings import Stopwatch
-from pipeline.model import build_model
-from pipeline.train import NonFiniteLossError, choose_device, evaluate, fit, plan_execution
+from pipeline.train.model import build_model
+from pipeline.train.plan import choose_device, plan_execution
+from pipeline.train.trainer import NonFiniteLossError, evaluate, fit
 
 SMALL = ModelSpec(depth=2, width=8, fc_width=32)
 # The trainer's tests run on the CPU; on a GPU machine PIPELINE_TEST_DEVICE=cuda runs them there.

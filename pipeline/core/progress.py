@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from tqdm import tqdm
 
 if TYPE_CHECKING:  # a type only: the progress view must not load torch and the trainer
-    from pipeline.train import EpochStats
+    from pipeline.train.trainer import EpochStats
 
 
 def is_interactive() -> bool:

@@ -18,11 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.augment import random_affine
-from pipeline.core.errors import DeviceError, NonFiniteLossError
-from pipeline.core.settings import GRAPH_OPTIMIZERS, TrainSettings
+from pipeline.core.errors import NonFiniteLossError
+from pipeline.core.settings import TrainSettings
 from pipeline.core.timings import Stopwatch
-from pipeline.data import DataSplits, Split
+from pipeline.data.augment import random_affine
+from pipeline.data.splits import DataSplits, Split
+from pipeline.train.plan import ExecutionPlan, configure_backends, plan_execution
+from pipeline.train.steps import StepRunner
 
 
 @dataclass(frozen=True)
@@ -73,113 +75,6 @@ class FitResult:
     @property
     def final(self) -> EpochStats:
         return self.history[-1]
-
-
-# ---------------------------------------------------------------------------------------------
-# Device, precision and layout choices.
-
-
-def choose_device(name: str = "auto") -> torch.device:
-    """cuda, then mps, then cpu for 'auto'; an explicit device must exist."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise DeviceError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DeviceError(f"device {name!r} asked for, but CUDA is not available here; "
-                              "use --device cpu or auto")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise DeviceError(f"device {name!r} asked for, but only "
-                              f"{torch.cuda.device_count()} CUDA device(s) exist")
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None)
-                                     and torch.backends.mps.is_available()):
-        raise DeviceError(f"device {name!r} asked for, but MPS is not available here")
-    return device
-
-
-def cpu_has_fast_bf16() -> bool:
-    """AMX tiles make bf16 convolutions several times faster than fp32 on a CPU (measured 2.5x)."""
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return bool(probe and probe())
-
-
-def resolve_precision(setting: str, device: torch.device) -> str:
-    if setting != "auto":
-        return setting
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    if device.type == "cpu":
-        return "bf16" if cpu_has_fast_bf16() else "fp32"
-    return "fp32"
-
-
-def resolve_channels_last(setting: str, device: torch.device, first_width: int) -> bool:
-    # Measured on a 2-core CPU: NHWC helps from 16 channels up and hurts at 8. GPUs' tensor cores
-    # want NHWC for convolutions in reduced precision.
-    if setting != "auto":
-        return setting == "on"
-    if device.type == "cuda":
-        return True
-    return first_width >= 16
-
-
-def resolve_cuda_graph(settings: TrainSettings, device: torch.device) -> bool:
-    """Whether the training step is captured once and replayed as a CUDA graph.
-
-    A small MNIST network's eager step is a few hundred kernel launches of microseconds each, so
-    the GPU waits on Python; one graph replay launches them all at once. It needs CUDA, an
-    optimiser that reads its learning rate on the device, and no torch.compile (which makes its
-    own graphs).
-    """
-    if settings.cuda_graph == "off" or device.type != "cuda" or settings.compile:
-        return False
-    return settings.optimizer in GRAPH_OPTIMIZERS
-
-
-@dataclass(frozen=True)
-class ExecutionPlan:
-    """Where and how a model trains: decided once, logged with the run, used by ``fit``."""
-
-    device: torch.device
-    precision: str  # "bf16" or "fp32"
-    channels_last: bool
-    cuda_graph: bool = False
-
-    def params(self) -> dict[str, object]:
-        """The plan as MLflow params."""
-        return {"used_device": self.device, "used_precision": self.precision,
-                "used_channels_last": self.channels_last, "used_cuda_graph": self.cuda_graph}
-
-
-def plan_execution(model: nn.Module, settings: TrainSettings,
-                   device: torch.device | None = None) -> ExecutionPlan:
-    """The plan for ``model``; ``device`` skips the availability check (tests plan for CUDA)."""
-    device = device if device is not None else choose_device(settings.device)
-    first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
-    return ExecutionPlan(
-        device=device,
-        precision=resolve_precision(settings.precision, device),
-        channels_last=resolve_channels_last(
-            settings.channels_last, device, first_conv.out_channels if first_conv else 0),
-        cuda_graph=resolve_cuda_graph(settings, device),
-    )
-
-
-def configure_backends(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick kernels once
-        torch.set_float32_matmul_precision("high")  # TF32 for any fp32 matmul left
-        torch.backends.cudnn.allow_tf32 = True
-
-
-# ---------------------------------------------------------------------------------------------
 
 
 def make_optimizer(model: nn.Module, s: TrainSettings, *,
@@ -267,68 +162,6 @@ def evaluate(
     return loss / n, right / n, predictions.cpu()
 
 
-class _Steps:
-    """Runs training steps, eagerly or as replays of one captured CUDA graph.
-
-    ``step(idx)`` is the whole step for the batch of training images ``idx``: gather, scale,
-    augment, forward, loss, backward, optimiser update, and the epoch's device-side sums. In
-    graph mode the first ``WARMUP`` steps run eagerly on a side stream (cuDNN picks its kernels,
-    the optimiser makes its state), the next is captured once, and every step after is a copy of
-    the batch's indices into the graph's input and one replay.
-    """
-
-    WARMUP = 3
-
-    def __init__(self, step: Callable[[torch.Tensor], None], optimizer: torch.optim.Optimizer,
-                 *, graph: bool, batch: int, device: torch.device,
-                 generator: torch.Generator) -> None:
-        self.step = step
-        self.optimizer = optimizer
-        self.use_graph = graph
-        self.device = device
-        self.generator = generator
-        self.done = 0
-        self.graph = None
-        self.static_idx = torch.zeros(batch, dtype=torch.long, device=device) if graph else None
-        self.side = torch.cuda.Stream(device) if graph else None
-
-    def __call__(self, idx: torch.Tensor) -> None:
-        if not self.use_graph:
-            self.optimizer.zero_grad(set_to_none=True)
-            self.step(idx)
-        elif self.graph is not None:
-            self.static_idx.copy_(idx)
-            self.graph.replay()
-        elif self.done < self.WARMUP:
-            self.side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(self.side):
-                self.optimizer.zero_grad(set_to_none=True)
-                self.step(idx)
-            torch.cuda.current_stream(self.device).wait_stream(self.side)
-        else:
-            self._capture()
-            self.static_idx.copy_(idx)
-            self.graph.replay()  # capturing records the step; the replay runs it
-        self.done += 1
-
-    def _capture(self) -> None:
-        graph = torch.cuda.CUDAGraph()
-        # Augmentation draws from the run's own generator: the graph must advance it on every
-        # replay, as eager steps do (the default generator, used by dropout, is registered
-        # automatically).
-        graph.register_generator_state(self.generator)
-        # Gradients set to None before capture are allocated inside the graph's memory pool,
-        # and every replay overwrites them: no zeroing step is needed.
-        self.optimizer.zero_grad(set_to_none=True)
-        with torch.cuda.graph(graph):
-            self.step(self.static_idx)
-        self.graph = graph
-
-    def close(self) -> None:
-        self.graph = None
-        self.optimizer.zero_grad(set_to_none=True)  # let go of the graph pool's gradients
-
-
 def fit(
     model: nn.Module,
     data: DataSplits,
@@ -405,7 +238,7 @@ def fit(
         loss_sum.add_(loss.detach())
         correct.add_((logits.detach().argmax(dim=1) == y).sum())
 
-    run_step = _Steps(step, optimizer, graph=plan.cuda_graph, batch=batch, device=device,
+    run_step = StepRunner(step, optimizer, graph=plan.cuda_graph, batch=batch, device=device,
                       generator=generator)
     history: list[EpochStats] = []
     predictions = torch.empty(0, dtype=torch.long)

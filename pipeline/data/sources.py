@@ -1,4 +1,4 @@
-"""MNIST: find or fetch the four IDX files, verify them, load them as uint8 tensors, split them.
+"""MNIST's four files: found in a folder or fetched, verified against the official MD5s, parsed.
 
 Sources, tried in order until all four files are present:
 
@@ -19,20 +19,17 @@ import hashlib
 import io
 import os
 import pickle
-import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from pipeline.core.errors import DataError, UsageError
-from pipeline.core.settings import DataSettings
 
 TRAIN_IMAGES = "train-images-idx3-ubyte"
 TRAIN_LABELS = "train-labels-idx1-ubyte"
@@ -357,83 +354,3 @@ def _fetch_missing(data_dir: Path, target: Path, sources: tuple[str, ...], md5: 
         if found:
             used.append(source)
     return used
-
-
-@dataclass(frozen=True)
-class Split:
-    """Images as uint8 (N, 28, 28) and labels as int64 (N,); CPU until a trainer moves them."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def to(self, device: torch.device | str) -> Split:
-        return Split(self.images.to(device), self.labels.to(device))
-
-
-@dataclass(frozen=True)
-class Mnist:
-    """The official training and test sets, verified."""
-
-    train: Split
-    test: Split
-    checksum: str
-
-
-def load_mnist(data_dir: Path | None = None, *, log: Log = lambda message: None) -> Mnist:
-    """Fetch if needed, verify, and parse the four files into uint8/int64 tensors."""
-    files = ensure_mnist(data_dir, log=log)
-
-    def read(name: str) -> torch.Tensor:
-        array = parse_idx((files.folder / name).read_bytes(), name)
-        return torch.from_numpy(array.copy())
-
-    return Mnist(
-        train=Split(read(TRAIN_IMAGES), read(TRAIN_LABELS).long()),
-        test=Split(read(TEST_IMAGES), read(TEST_LABELS).long()),
-        checksum=files.checksum,
-    )
-
-
-@dataclass(frozen=True)
-class DataSplits:
-    """Training and validation images carved from the official training set; no test images."""
-
-    train: Split
-    val: Split
-    checksum: str
-    val_size: int
-    split_seed: int
-
-    def to(self, device: torch.device | str) -> DataSplits:
-        """The same splits on ``device`` (a search moves them once, not once per trial)."""
-        return replace(self, train=self.train.to(device), val=self.val.to(device))
-
-
-def split_train_val(mnist: Mnist, settings: DataSettings) -> DataSplits:
-    """A seeded split of the 60,000 training images into validation and training parts.
-
-    ``settings.train_subset`` keeps only that many training images (for quick CPU searches and
-    tests); the validation part does not change with it, so results stay comparable. The
-    settings checked their own ranges when they were made.
-    """
-    n = len(mnist.train)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(settings.split_seed))
-    val_idx = order[:settings.val_size]
-    subset = settings.train_subset
-    train_idx = order[settings.val_size:n if subset is None else settings.val_size + subset]
-    take = mnist.train
-    return DataSplits(
-        train=Split(take.images[train_idx], take.labels[train_idx]),
-        val=Split(take.images[val_idx], take.labels[val_idx]),
-        checksum=mnist.checksum,
-        val_size=settings.val_size,
-        split_seed=settings.split_seed,
-    )
-
-
-def remove_cached(data_dir: Path) -> None:
-    """Delete the cached IDX files (used by tests and `--refetch` of a whole cache)."""
-    shutil.rmtree(raw_dir(data_dir), ignore_errors=True)
