@@ -96,13 +96,35 @@ class Background:
         try:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            state = self.stuck_state()
             self.stop(signal.SIGKILL)
             out, err = self.output()
             raise AssertionError(f"still running after {timeout}s:\n{out[-2000:]}\n"
-                                 f"{err[-2000:]}") from None
+                                 f"{err[-4000:]}\n{state}") from None
         self._out.close()
         self._err.close()
         return self.output()
+
+    def stuck_state(self) -> str:
+        """What a process that does not end is doing: its threads' signal state (pending,
+        blocked, caught) and, for a `pipeline` process, every thread's Python stack (the program
+        prints them to stderr on SIGUSR1)."""
+        lines = []
+        for task in sorted(Path(f"/proc/{self.pid}/task").glob("*")):
+            try:
+                status = (task / "status").read_text().splitlines()
+                name = (task / "comm").read_text().strip()
+            except OSError:
+                continue
+            signals = " ".join(s.replace("\t", "") for s in status
+                               if s.startswith(("State", "SigPnd", "SigBlk", "SigCgt")))
+            lines.append(f"thread {task.name} ({name}): {signals}")
+        try:
+            os.kill(self.pid, signal.SIGUSR1)
+            time.sleep(1)
+        except ProcessLookupError:
+            pass
+        return "\n".join(lines)
 
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 30) -> None:
         """Stop the program and everything it started."""
