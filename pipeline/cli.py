@@ -114,7 +114,7 @@ def train(config_file: Path | None, data_dir: Path | None, experiment: str, no_t
     given = {key: value for key, value in options.items() if value is not None}
     config = make_config({**params, **given}, where=where)  # checked before torch is loaded
 
-    from pipeline.runner import train_one
+    from pipeline.track.train_command import train_one
 
     train_one(config, data_dir=data_dir, experiment=None if no_track else experiment,
               echo=click.echo)
@@ -257,7 +257,7 @@ def reconcile(study_name: str | None, storage: str | None) -> None:
     from pipeline.reconcile import reconcile as close_orphans
     from pipeline.storage import default_storage
     from pipeline.studies import open_existing_study
-    from pipeline.tracking import Tracker
+    from pipeline.track.runs import Tracker
 
     url = storage or default_storage()
     study = open_existing_study(url, study_name)
@@ -286,7 +286,7 @@ def report(study_name: str | None, storage: str | None, report_dir: Path) -> Non
     from pipeline.report import write_report
     from pipeline.storage import default_storage
     from pipeline.studies import open_existing_study
-    from pipeline.tracking import Tracker
+    from pipeline.track.runs import Tracker
 
     study = open_existing_study(storage or default_storage(), study_name)
     run_id = study.user_attrs.get(ATTR_PARENT_RUN)
@@ -415,7 +415,7 @@ def demo(model_uri: str, port: int, host: str) -> None:
               help="Interface to listen on; the default keeps it on this machine.")
 def ui(port: int, host: str) -> None:
     """Start MLflow's UI for the configured tracking store and print its URL."""
-    from pipeline.ui import run_ui
+    from pipeline.track.mlflow_ui import run_ui
 
     raise click.exceptions.Exit(run_ui(host, port, echo=click.echo))
 

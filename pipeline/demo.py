@@ -93,7 +93,7 @@ def build_app(model: DigitModel):
 
 
 def run_demo(uri: str, host: str, port: int, echo=print) -> None:
-    from pipeline.ui import port_is_free
+    from pipeline.track.mlflow_ui import port_is_free
 
     require_gradio()
     if not port_is_free(host, port):

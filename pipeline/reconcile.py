@@ -30,7 +30,7 @@ from pipeline.core.keys import (
 )
 from pipeline.core.outcomes import DEAD_WORKER, dead_worker_reason, for_finished_trial
 from pipeline.liveness import is_dead_local_worker
-from pipeline.tracking import RunLog, Tracker
+from pipeline.track.runs import RunLog, Tracker
 from pipeline.trials import requeue, retried_numbers
 
 

@@ -34,7 +34,7 @@ from pipeline.core.stores import require_tracking_store
 from pipeline.data.splits import Mnist
 from pipeline.pyfunc import load_pyfunc
 from pipeline.studies import open_existing_study, study_metric
-from pipeline.tracking import Tracker, TrackingError
+from pipeline.track.runs import Tracker, TrackingError
 from pipeline.train.diagnostics import DIGITS
 from pipeline.trials import best_trial
 

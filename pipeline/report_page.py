@@ -24,7 +24,7 @@ from pipeline.trials import count_trials, epochs_trained, ranked_trials
 OUTCOME_COLOURS = {"COMPLETE": "#2f7ed8", "PRUNED": "#f28f43", "FAIL": "#c42525",
                    "RUNNING": "#8bbc21", "WAITING": "#999999"}
 BEST_COLOUR = "#111111"
-# The best trial's pictures, as its run logged them (tracking.RunLog.log_diagnostics).
+# The best trial's pictures, as its run logged them (track.artifacts.log_diagnostics).
 PICTURES = {"confusion_matrix.png": "Confusion matrix (validation set)",
             "val_mistakes.png": "Its mistakes on the validation set"}
 

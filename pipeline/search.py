@@ -48,7 +48,7 @@ from pipeline.reconcile import reconcile
 from pipeline.space import SearchSpace, load_space
 from pipeline.storage import open_storage, redact, tune_sqlite_for_search
 from pipeline.studies import create_or_resume
-from pipeline.tracking import RunLog, Tracker, ensure_reachable, library_versions
+from pipeline.track.runs import RunLog, Tracker, ensure_reachable, library_versions
 from pipeline.train.plan import choose_device
 from pipeline.trial import TrialRunner
 from pipeline.trials import TrialCounts, best_trial, count_trials, requeue

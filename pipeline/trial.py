@@ -45,8 +45,8 @@ from pipeline.core.timings import Stopwatch, overhead
 from pipeline.data.splits import DataSplits
 from pipeline.liveness import worker_id
 from pipeline.space import SearchSpace
-from pipeline.tracked import tracked_fit
-from pipeline.tracking import RunLog, Tracker, library_versions
+from pipeline.track.runs import RunLog, Tracker, library_versions
+from pipeline.track.tracked_training import tracked_fit
 from pipeline.train.plan import choose_device
 from pipeline.train.trainer import EpochStats, Report
 

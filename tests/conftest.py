@@ -89,7 +89,7 @@ def tracking_server(postgres, tmp_path_factory):
 
     from helpers import free_port, start_server, wait_for_http
 
-    from pipeline.ui import JOB_EXECUTION_ENV
+    from pipeline.track.mlflow_ui import JOB_EXECUTION_ENV
 
     port = free_port()
     artifacts = tmp_path_factory.mktemp("artifacts")

@@ -26,7 +26,7 @@ from pipeline.core.keys import (
 )
 from pipeline.core.outcomes import outcome_of, reason_for
 from pipeline.reconcile import reconcile
-from pipeline.tracking import Tracker
+from pipeline.track.runs import Tracker
 
 ROWS = {  # outcome: (Optuna state, MLflow status), as the README's table says
     outcomes.COMPLETE: ("COMPLETE", "FINISHED"),

@@ -10,7 +10,8 @@ from mlflow.exceptions import MlflowException
 
 from pipeline.core.settings import ModelSpec
 from pipeline.pyfunc import load_pyfunc
-from pipeline.tracking import Tracker
+from pipeline.track.artifacts import log_model
+from pipeline.track.runs import Tracker
 from pipeline.train.model import build_model
 
 SPEC = ModelSpec(depth=1, width=4, fc_layers=0)
@@ -21,7 +22,7 @@ def logged_model(tmp_path, small_data, monkeypatch):
     monkeypatch.chdir(tmp_path)
     tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db")
     run = tracker.start_run(tracker.experiment("load"), "one")
-    uri = run.log_model(build_model(SPEC, seed=0), SPEC, small_data.val.images)
+    uri = log_model(run, build_model(SPEC, seed=0), SPEC, small_data.val.images)
     run.finish("FINISHED")
     return uri, (small_data.val.images[:8].float() / 255).numpy()
 

@@ -501,7 +501,7 @@ def test_export_refuses_a_digit_reader_pipeline_did_not_log(shop, tmp_path):
     """A model from elsewhere that takes 28x28 images: its network cannot be rebuilt."""
     import mlflow
 
-    from pipeline.tracking import MODEL_SIGNATURE
+    from pipeline.track.artifacts import MODEL_SIGNATURE
 
     class Zeros(mlflow.pyfunc.PythonModel):
         def predict(self, context, model_input, params=None):

@@ -1,47 +1,39 @@
-"""The bridge between training and MLflow: experiments, runs, metrics, artifacts, models.
+"""The bridge between training and MLflow: experiments, runs, their params, metrics and tags, and
+closing them with the status of how they ended.
 
 The project owns this bridge (``optuna_integration.MLflowCallback`` is deprecated and gets trial and
 run lifecycles wrong): one experiment per study, one parent run per study, one nested child run
 per trial opened when the trial starts and closed with a status that matches the trial's outcome
-(outcomes.py). Tag names are in keys.py. Every call names its run id through
-an ``MlflowClient``, so nothing depends on MLflow's per-thread "active run".
+(core.outcomes). Tag names are in core.keys. Every call names its run id through an
+``MlflowClient``, so nothing depends on MLflow's per-thread "active run". What a trained network
+leaves in its run (pictures, the model) is in track.artifacts.
 """
 
 from __future__ import annotations
 
-import copy
 import platform
 import time
 from dataclasses import asdict
-from typing import Any
+from importlib.metadata import version
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import mlflow
-import numpy as np
 import torch
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
-from mlflow.models import ModelSignature
-from mlflow.types import Schema, TensorSpec
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 import pipeline
 from pipeline.core.errors import PipelineError, first_line
 from pipeline.core.outcomes import Outcome
-from pipeline.core.settings import ModelSpec
 from pipeline.core.timings import Stopwatch
-from pipeline.train.diagnostics import Diagnostics, confusion_image, mistakes_image
-from pipeline.train.model import DigitReader
-from pipeline.train.trainer import EpochStats
+
+if TYPE_CHECKING:
+    from pipeline.train.trainer import EpochStats
 
 # MLflow 3's UI opens an experiment in its GenAI view unless told this kind; ours train models.
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
-
-MODEL_NAME_IN_RUN = "model"
-MODEL_SIGNATURE = ModelSignature(
-    inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 28, 28))]),
-    outputs=Schema([TensorSpec(np.dtype(np.int64), (-1,))]),
-)
 
 
 class TrackingError(PipelineError):
@@ -49,10 +41,9 @@ class TrackingError(PipelineError):
 
 
 def library_versions() -> dict[str, str]:
-    import optuna
-
+    # Optuna's version as installed: this stage records which Optuna ran, and never imports it.
     return {"pipeline_version": pipeline.__version__, "torch_version": torch.__version__,
-            "optuna_version": optuna.__version__, "mlflow_version": mlflow.__version__,
+            "optuna_version": version("optuna"), "mlflow_version": mlflow.__version__,
             "python_version": platform.python_version()}
 
 
@@ -160,54 +151,6 @@ class RunLog:
         epoch = values.pop("epoch")
         values["epoch_seconds"] = values.pop("seconds")
         self.log_metrics(values, step=epoch)
-
-    def log_diagnostics(self, diag: Diagnostics, images: torch.Tensor, labels: torch.Tensor,
-                        predictions: torch.Tensor, title: str) -> None:
-        """Confusion matrix (picture and JSON), per-class accuracy, a picture of mistakes."""
-        with self.watch("mlflow_artifacts"):  # drawing the pictures included
-            self.client.log_image(self.run_id, confusion_image(diag, title),
-                                  artifact_file="confusion_matrix.png")
-            self.client.log_dict(self.run_id, diag.as_dict(), "confusion_matrix.json")
-            mistakes = mistakes_image(images, labels, predictions)
-            if mistakes is not None:
-                self.client.log_image(self.run_id, mistakes, artifact_file="val_mistakes.png")
-        self.log_metrics({f"val_accuracy_digit_{d}": a
-                          for d, a in diag.per_class_accuracy.items()})
-
-    def log_model(self, net: torch.nn.Module, spec: ModelSpec,
-                  example_images: torch.Tensor) -> str:
-        """Log the network with MLflow's PyTorch flavour; pyfunc predicts digits. Returns its URI.
-
-        Saved as a torch.export program ("pt2", MLflow's default): loading it runs no pickled code
-        and needs no `pipeline` installed. The architecture rides along as metadata so `pipeline
-        predict` can rebuild the network and report probabilities too.
-        """
-        with self.watch("mlflow_model"):  # the copy and the export included
-            return self._log_model(net, spec, example_images)
-
-    def _log_model(self, net: torch.nn.Module, spec: ModelSpec,
-                   example_images: torch.Tensor) -> str:
-        reader = DigitReader(copy.deepcopy(net).float().cpu()
-                             .to(memory_format=torch.contiguous_format)).eval()
-        # Two examples, not one: torch.export would specialise a batch dimension of size 1.
-        example = (example_images[:2].float() / 255.0).numpy()
-        # MLflow files a logged model under the fluent "current experiment" when no fluent run
-        # is active; point it at this run's (a fluent run would force the status on exit).
-        mlflow.set_tracking_uri(self.client.tracking_uri)
-        mlflow.set_experiment(experiment_id=self.experiment_id)
-        info = mlflow.pytorch.log_model(
-            reader, name=MODEL_NAME_IN_RUN, run_id=self.run_id,
-            signature=MODEL_SIGNATURE, input_example=example,
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-            # MLflow would load the file it just wrote and run the example through it: half of
-            # the model's cost per trial (0.15 s), for a check `pipeline promote` makes anyway
-            # (it loads the model and measures it on the test set before registering it).
-            validate_serving_input=False,
-            metadata={"pipeline_architecture": spec.to_dict(),
-                      "input": "float32 (N, 28, 28) pixels in [0, 1], white digit on black",
-                      "output": "int64 (N,) predicted digits"},
-        )
-        return info.model_uri
 
     def close(self, outcome: Outcome, reason: str = "",
               pruned_epoch: int | None = None) -> None:

@@ -11,7 +11,7 @@ from pipeline.core.keys import TAG_ROLE
 from pipeline.core.outcomes import is_out_of_memory, outcome_of, reason_for
 from pipeline.core.progress import TrainProgress
 from pipeline.data.splits import load_mnist, split_train_val
-from pipeline.tracked import plan_for, tracked_fit
+from pipeline.track.tracked_training import plan_for, tracked_fit
 from pipeline.train.model import describe, parameter_count
 from pipeline.train.trainer import evaluate
 
@@ -38,7 +38,7 @@ def train_one(config: RunConfig, *, data_dir: Path | None = None, experiment: st
 
     run = None
     if experiment:
-        from pipeline.tracking import Tracker
+        from pipeline.track.runs import Tracker
 
         tracker = Tracker()
         run = tracker.start_run(tracker.experiment(experiment),

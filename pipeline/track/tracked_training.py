@@ -18,7 +18,8 @@ from torch import nn
 from pipeline.core.hparams import RunConfig
 from pipeline.core.timings import Stopwatch
 from pipeline.data.splits import DataSplits
-from pipeline.tracking import RunLog, library_versions
+from pipeline.track.artifacts import log_diagnostics, log_model
+from pipeline.track.runs import RunLog, library_versions
 from pipeline.train.diagnostics import diagnose
 from pipeline.train.model import build_model, parameter_count
 from pipeline.train.plan import ExecutionPlan, plan_execution
@@ -114,8 +115,8 @@ def tracked_fit(
         predictions = result.val_predictions
         with run.watch("mlflow_artifacts"):  # what the artifacts show is part of their cost
             diagnosis = diagnose(data.val.labels, predictions)
-        run.log_diagnostics(diagnosis, data.val.images,
+        log_diagnostics(run, diagnosis, data.val.images,
                             data.val.labels, predictions,
                             title=title.format(accuracy=result.final.val_accuracy))
-        model_uri = run.log_model(model, config.model, data.val.images)
+        model_uri = log_model(run, model, config.model, data.val.images)
     return TrackedFit(result, model, model_uri, seconds)
