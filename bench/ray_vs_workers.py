@@ -39,7 +39,7 @@ def run(folder: Path, extra: list[str], args) -> tuple[float, float]:
     wall = time.perf_counter() - start
     import optuna
 
-    from pipeline.storage import open_storage
+    from pipeline.study.storage import open_storage
 
     study = optuna.load_study(study_name="mnist-bench",
                               storage=open_storage(f"journal:///{folder}/optuna.journal"))

@@ -39,8 +39,8 @@ PRUNERS = {
 
 
 def run(space, trials: int, seed: int, folder: Path):
-    from pipeline.search import SearchRequest, run_search
-    from pipeline.trials import epochs_trained
+    from pipeline.search.loop import SearchRequest, run_search
+    from pipeline.study.trials import epochs_trained
 
     folder.mkdir(parents=True)
     os.chdir(folder)  # MLflow's and Optuna's default stores live in the working folder
@@ -71,8 +71,8 @@ def main() -> None:
         os.environ.pop(variable, None)
 
     from pipeline.core.settings import DataSettings
-    from pipeline.report import time_breakdown_table
-    from pipeline.space import load_space
+    from pipeline.report.tables import time_breakdown_table
+    from pipeline.study.space import load_space
 
     base = load_space(args.space)
     base = replace(base, data=DataSettings(val_size=base.data.val_size,

@@ -98,7 +98,7 @@ def run_standard(space, trials: int, seed: int, splits_idx, folder: Path, device
     from optuna_integration.mlflow import MLflowCallback
 
     from pipeline.data.sources import default_data_dir
-    from pipeline.samplers import make_pruner, seeded_sampler
+    from pipeline.study.samplers import make_pruner, seeded_sampler
 
     # Deprecated since optuna-integration 4.9 (to go in 6.0), yet still what its docs and
     # optuna-examples show: it is the standard way this compares with.
@@ -116,7 +116,7 @@ def run_standard(space, trials: int, seed: int, splits_idx, folder: Path, device
 
 
 def run_pipeline(space, trials: int, seed: int, folder: Path, device: str):
-    from pipeline.search import SearchRequest, run_search
+    from pipeline.search.loop import SearchRequest, run_search
 
     os.chdir(folder)  # MLflow's and Optuna's default stores live in the working folder
     start = time.time()
@@ -157,7 +157,7 @@ def main() -> None:
 
     from pipeline.core.settings import DataSettings
     from pipeline.data.splits import load_mnist
-    from pipeline.space import load_space
+    from pipeline.study.space import load_space
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = load_space(args.space)

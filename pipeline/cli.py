@@ -196,14 +196,14 @@ def search(trials: int, workers: int | None, ray_address: str | None, cpus_per_w
         raise click.UsageError("--workers and --worker-of do not go together")
     if ray_address is None and (gpus_per_worker is not None or cpus_per_worker != 1.0):
         raise click.UsageError("--cpus-per-worker and --gpus-per-worker go with --ray")
-    from pipeline.space import load_space
+    from pipeline.study.space import load_space
 
     asked = load_space(space_name or "default")  # a bad file fails here, before torch loads
     explicit = space_name is not None or worker_of is not None
 
     def request_for(space):
-        from pipeline.search import SearchRequest
-        from pipeline.storage import default_storage
+        from pipeline.search.loop import SearchRequest
+        from pipeline.study.storage import default_storage
 
         return SearchRequest(
             space=space, trials=trials, study_name=study_name or f"mnist-{space.name}",
@@ -222,7 +222,7 @@ def search(trials: int, workers: int | None, ray_address: str | None, cpus_per_w
                    gpus_per_worker=gpus_per_worker, echo=click.echo)
         click.echo("Browse every trial: pipeline ui  (or the MLflow server's UI)")
         return
-    from pipeline.search import choose_space, run_search
+    from pipeline.search.loop import choose_space, run_search
 
     coordinated = worker_of is not None  # started by a coordinating `--workers` process
     if workers is None:
@@ -254,9 +254,9 @@ def reconcile(study_name: str | None, storage: str | None) -> None:
 
     from pipeline.core.keys import ATTR_EXPERIMENT, ATTR_HEARTBEAT
     from pipeline.core.stores import tracking_store_exists
-    from pipeline.reconcile import reconcile as close_orphans
-    from pipeline.storage import default_storage
-    from pipeline.studies import open_existing_study
+    from pipeline.search.orphans import reconcile as close_orphans
+    from pipeline.study.storage import default_storage
+    from pipeline.study.studies import open_existing_study
     from pipeline.track.runs import Tracker
 
     url = storage or default_storage()
@@ -283,9 +283,9 @@ def report(study_name: str | None, storage: str | None, report_dir: Path) -> Non
 
     from pipeline.core.keys import ATTR_PARENT_RUN
     from pipeline.core.stores import tracking_store_exists
-    from pipeline.report import write_report
-    from pipeline.storage import default_storage
-    from pipeline.studies import open_existing_study
+    from pipeline.report.study_report import write_report
+    from pipeline.study.storage import default_storage
+    from pipeline.study.studies import open_existing_study
     from pipeline.track.runs import Tracker
 
     study = open_existing_study(storage or default_storage(), study_name)
@@ -318,7 +318,7 @@ def promote(target: str, study_name: str | None, storage: str | None, name: str,
         raise click.UsageError("--study goes with `promote best`, not with a run id")
     from pipeline.data.splits import load_mnist
     from pipeline.registry import candidate_from_run, candidate_from_study, promote, registry_client
-    from pipeline.storage import default_storage
+    from pipeline.study.storage import default_storage
 
     # The study first: a study that is not there is an error before any store is touched.
     if target == "best":

@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 from pipeline.core.errors import PipelineError
 from pipeline.core.outcomes import STUDY_FAILED
 from pipeline.core.progress import SearchProgress
-from pipeline.search import (
+from pipeline.search.loop import (
     SearchOutcome,
     Session,
     close_search,
@@ -20,7 +20,7 @@ from pipeline.search import (
     show_best,
     show_finished,
 )
-from pipeline.trials import count_trials
+from pipeline.study.trials import count_trials
 
 
 class WorkerFailed(PipelineError):

@@ -21,16 +21,16 @@ from dataclasses import replace
 from pipeline.coordinator import WorkerGroup, coordinate
 from pipeline.core.errors import UsageError, first_line
 from pipeline.core.stores import local_file
-from pipeline.liveness import HOST_ENV
-from pipeline.search import (
+from pipeline.search.loop import (
     SearchInterrupted,
     SearchOutcome,
     SearchRequest,
     open_search,
     space_for,
 )
-from pipeline.space import SearchSpace
-from pipeline.storage import is_journal, redact
+from pipeline.study.liveness import HOST_ENV
+from pipeline.study.space import SearchSpace
+from pipeline.study.storage import is_journal, redact
 from pipeline.workers import WORKERS_PER_GPU
 
 RAY_ADDRESS_ENV = "PIPELINE_RAY_ADDRESS"
@@ -105,7 +105,7 @@ def _actor_class(ray):
                     "host": socket.gethostname(), "pid": os.getpid()}
 
         def run(self, req: SearchRequest) -> str:
-            from pipeline.search import run_search
+            from pipeline.search.loop import run_search
 
             context = ray.get_runtime_context()
             # This node stands for this worker's host: only processes on it judge the worker by

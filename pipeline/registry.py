@@ -33,10 +33,10 @@ from pipeline.core.keys import (
 from pipeline.core.stores import require_tracking_store
 from pipeline.data.splits import Mnist
 from pipeline.pyfunc import load_pyfunc
-from pipeline.studies import open_existing_study, study_metric
+from pipeline.study.studies import open_existing_study, study_metric
+from pipeline.study.trials import best_trial
 from pipeline.track.runs import Tracker, TrackingError
 from pipeline.train.diagnostics import DIGITS
-from pipeline.trials import best_trial
 
 # Lineage tags on every registered version.
 LINEAGE = ("study", "trial_number", "run_id", "val_accuracy", "test_accuracy", "data_checksum",

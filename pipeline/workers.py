@@ -19,7 +19,7 @@ import torch
 
 from pipeline.coordinator import WorkerGroup, coordinate
 from pipeline.data.sources import ensure_mnist
-from pipeline.search import SearchOutcome, SearchRequest, open_search
+from pipeline.search.loop import SearchOutcome, SearchRequest, open_search
 
 # Trials that run at once on one GPU when the user does not say (--workers): small MNIST
 # networks leave a GPU mostly idle, so several processes share it. On an H100 the 50-trial

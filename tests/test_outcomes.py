@@ -25,7 +25,7 @@ from pipeline.core.keys import (
     TAG_TRIAL,
 )
 from pipeline.core.outcomes import outcome_of, reason_for
-from pipeline.reconcile import reconcile
+from pipeline.search.orphans import reconcile
 from pipeline.track.runs import Tracker
 
 ROWS = {  # outcome: (Optuna state, MLflow status), as the README's table says

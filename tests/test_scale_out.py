@@ -58,7 +58,7 @@ def test_workers_on_one_machine_share_a_journal_storage(tmp_path):
             in result.stdout)
     import optuna
 
-    from pipeline.storage import open_storage
+    from pipeline.study.storage import open_storage
 
     study = optuna.load_study(study_name="mnist-tiny",
                               storage=open_storage(f"journal:///{journal}"))

@@ -9,8 +9,8 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState, create_trial
 
 from pipeline.core.keys import ATTR_SPACE
-from pipeline.report_page import page
-from pipeline.seed_reports import REPORTED, seed_rows
+from pipeline.report.page import page
+from pipeline.report.seed_reports import REPORTED, seed_rows
 
 
 def _study(trials) -> optuna.Study:

@@ -10,7 +10,7 @@ import pytest
 from helpers import assert_one_line_error, run_cli
 
 from pipeline.core.errors import UsageError
-from pipeline.space import load_space
+from pipeline.study.space import load_space
 
 GOOD = textwrap.dedent("""\
     study:
@@ -101,7 +101,7 @@ def test_reporting_once_per_epoch_spelled_out_keeps_the_fingerprint(tmp_path):
     ("{type: none}", optuna.pruners.NopPruner, {}),
 ])
 def test_each_pruner_type_makes_optunas_own_pruner(tmp_path, pruner, kind, settings):
-    from pipeline.samplers import make_pruner
+    from pipeline.study.samplers import make_pruner
 
     path = tmp_path / "s.yaml"
     path.write_text(GOOD.replace("{type: median, n_startup_trials: 1, n_warmup_steps: 0}", pruner)

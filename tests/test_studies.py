@@ -9,11 +9,11 @@ import time
 import optuna
 import pytest
 
-from pipeline.locking import study_lock
-from pipeline.space import load_space
-from pipeline.storage import open_storage
-from pipeline.studies import create_or_resume
-from pipeline.trials import count_trials, requeue
+from pipeline.study.locking import study_lock
+from pipeline.study.space import load_space
+from pipeline.study.storage import open_storage
+from pipeline.study.studies import create_or_resume
+from pipeline.study.trials import count_trials, requeue
 
 TPE = textwrap.dedent("""\
     study: {sampler: {type: tpe, seed: 3, n_startup_trials: 10}}
@@ -112,7 +112,7 @@ def test_the_file_lock_lets_one_worker_in_at_a_time(tmp_path):
 @pytest.mark.parametrize("url", ["journal:///x/optuna.journal", "x/optuna.journal",
                                  "journal:x.journal"])
 def test_journal_urls(url):
-    from pipeline.storage import is_journal, journal_path
+    from pipeline.study.storage import is_journal, journal_path
 
     assert is_journal(url)
     assert journal_path(url).endswith(".journal") and "journal:" not in journal_path(url)
@@ -121,7 +121,7 @@ def test_journal_urls(url):
 def test_of_two_workers_failing_the_same_dead_trial_only_one_wins(tmp_path):
     """Two workers reconciling at once: the loser must neither crash nor queue a second retry
     (it used to raise UpdateFinishedTrialError)."""
-    from pipeline.optuna_private import fail_dead_trial
+    from pipeline.study.optuna_private import fail_dead_trial
 
     space = _space(tmp_path, TPE)
     study, _ = create_or_resume(open_storage(f"sqlite:///{tmp_path}/d.db"), "d", space, seed=0)
@@ -139,6 +139,6 @@ def test_of_two_workers_failing_the_same_dead_trial_only_one_wins(tmp_path):
     ("sqlite:///optuna.db", "sqlite:///optuna.db"),
 ])
 def test_storage_urls_are_shown_without_their_password(url, shown):
-    from pipeline.storage import redact
+    from pipeline.study.storage import redact
 
     assert redact(url) == shown

@@ -9,7 +9,7 @@ from __future__ import annotations
 # MLflow run tags that tie runs to studies and trials; the registry and reconcile read them back.
 TAG_ROLE = "pipeline.role"  # "study", "trial" or "train"
 TAG_STUDY = "pipeline.study"
-TAG_STORAGE = "pipeline.storage"
+TAG_STORAGE = "pipeline.study.storage"
 TAG_TRIAL = "pipeline.trial_number"
 TAG_TRIAL_ID = "pipeline.optuna_trial_id"
 TAG_STATE = "pipeline.state"  # the outcome's name: see outcomes.py

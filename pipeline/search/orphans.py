@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 import optuna
 from optuna.trial import TrialState
 
-from pipeline import optuna_private
 from pipeline.core.keys import (
     ATTR_OUTCOME,
     ATTR_REASON,
@@ -29,9 +28,10 @@ from pipeline.core.keys import (
     TAG_TRIAL,
 )
 from pipeline.core.outcomes import DEAD_WORKER, dead_worker_reason, for_finished_trial
-from pipeline.liveness import is_dead_local_worker
+from pipeline.study import optuna_private
+from pipeline.study.liveness import is_dead_local_worker
+from pipeline.study.trials import requeue, retried_numbers
 from pipeline.track.runs import RunLog, Tracker
-from pipeline.trials import requeue, retried_numbers
 
 
 @dataclass

@@ -16,9 +16,9 @@ from optuna.trial import TrialState
 
 from pipeline.core.keys import ATTR_RUN_ID, ATTR_SPACE, ATTR_TRAIN_SECONDS
 from pipeline.core.progress import format_value
-from pipeline.seed_reports import seed_rows, seed_table_html
-from pipeline.studies import study_metric
-from pipeline.trials import count_trials, epochs_trained, ranked_trials
+from pipeline.report.seed_reports import seed_rows, seed_table_html
+from pipeline.study.studies import study_metric
+from pipeline.study.trials import count_trials, epochs_trained, ranked_trials
 
 # Colour by how a trial ended: the eye finds the complete ones, then where pruning cut.
 OUTCOME_COLOURS = {"COMPLETE": "#2f7ed8", "PRUNED": "#f28f43", "FAIL": "#c42525",

@@ -11,8 +11,8 @@ import optuna
 from optuna.trial import TrialState
 
 from pipeline.core.progress import format_value
-from pipeline.studies import study_metric
-from pipeline.trials import epochs_trained
+from pipeline.study.studies import study_metric
+from pipeline.study.trials import epochs_trained
 
 
 @dataclass(frozen=True)

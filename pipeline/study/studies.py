@@ -16,9 +16,9 @@ from pipeline.core.keys import (
     ATTR_SPACE_FILE,
     ATTR_SPACE_HISTORY,
 )
-from pipeline.samplers import make_pruner, sampler_settings, seeded_sampler
-from pipeline.space import SearchSpace, describe_change
-from pipeline.storage import open_storage, redact
+from pipeline.study.samplers import make_pruner, sampler_settings, seeded_sampler
+from pipeline.study.space import SearchSpace, describe_change
+from pipeline.study.storage import open_storage, redact
 
 
 class StudyError(UsageError):

@@ -72,7 +72,7 @@ REPORTS_PER_EPOCH_MAX = 100
 PARAM_KEYS = ("type", "low", "high", "step", "log", "choices", "when")
 PARAM_TYPES = ("int", "float", "categorical")
 DATA_KEYS = ("val_size", "split_seed", "train_subset")
-SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 
 
 class SpaceError(UsageError):

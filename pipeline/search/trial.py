@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import optuna
 import torch
 
-from pipeline import optuna_private
 from pipeline.core.errors import NonFiniteLossError
 from pipeline.core.hparams import make_config
 from pipeline.core.keys import (
@@ -43,8 +42,9 @@ from pipeline.core.outcomes import COMPLETE, OUT_OF_MEMORY, Outcome, outcome_of,
 from pipeline.core.progress import SearchProgress, format_value
 from pipeline.core.timings import Stopwatch, overhead
 from pipeline.data.splits import DataSplits
-from pipeline.liveness import worker_id
-from pipeline.space import SearchSpace
+from pipeline.study import optuna_private
+from pipeline.study.liveness import worker_id
+from pipeline.study.space import SearchSpace
 from pipeline.track.runs import RunLog, Tracker, library_versions
 from pipeline.track.tracked_training import tracked_fit
 from pipeline.train.plan import choose_device

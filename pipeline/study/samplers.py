@@ -7,7 +7,7 @@ import warnings
 
 import optuna
 
-from pipeline.space import SearchSpace
+from pipeline.study.space import SearchSpace
 
 
 def _tpe_options(space: SearchSpace) -> dict:

@@ -90,7 +90,7 @@ def study_lock(storage: optuna.storages.BaseStorage, storage_url: str,
             return _FileLock(Path(f"{engine.url.database}.{study_name}.lock"))
         return StudyLock()  # other databases: no cross-process guard
     if isinstance(storage, optuna.storages.JournalStorage):
-        from pipeline.storage import journal_path
+        from pipeline.study.storage import journal_path
 
         return _FileLock(Path(f"{journal_path(storage_url)}.{study_name}.lock"))
     return StudyLock()

@@ -23,7 +23,6 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from pipeline import optuna_private
 from pipeline.core.errors import PipelineError
 from pipeline.core.keys import (
     ATTR_DATA_CHECKSUM,
@@ -43,15 +42,16 @@ from pipeline.core.keys import (
 from pipeline.core.outcomes import COMPLETE, STUDY_FINISHED, STUDY_INTERRUPTED
 from pipeline.core.progress import SearchProgress
 from pipeline.data.splits import DataSplits, load_mnist, split_train_val
-from pipeline.locking import StudyLock, study_lock
-from pipeline.reconcile import reconcile
-from pipeline.space import SearchSpace, load_space
-from pipeline.storage import open_storage, redact, tune_sqlite_for_search
-from pipeline.studies import create_or_resume
+from pipeline.search.orphans import reconcile
+from pipeline.search.trial import TrialRunner
+from pipeline.study import optuna_private
+from pipeline.study.locking import StudyLock, study_lock
+from pipeline.study.space import SearchSpace, load_space
+from pipeline.study.storage import open_storage, redact, tune_sqlite_for_search
+from pipeline.study.studies import create_or_resume
+from pipeline.study.trials import TrialCounts, best_trial, count_trials, requeue
 from pipeline.track.runs import RunLog, Tracker, ensure_reachable, library_versions
 from pipeline.train.plan import choose_device
-from pipeline.trial import TrialRunner
-from pipeline.trials import TrialCounts, best_trial, count_trials, requeue
 
 
 class SearchInterrupted(PipelineError):
@@ -304,7 +304,8 @@ def close_search(session: Session, *, echo=print, stopped_by: str = "target") ->
         echo(f"timeout: no new trial started after {req.timeout:g}s")
     if stopped_by == "grid":
         echo("the grid is complete: every combination has run")
-    from pipeline.report import top_trials_table, write_report
+    from pipeline.report.study_report import write_report
+    from pipeline.report.tables import top_trials_table
 
     files: list[Path] = []
     if req.report:
