@@ -215,7 +215,7 @@ def search(trials: int, workers: int | None, ray_address: str | None, cpus_per_w
             quiet=worker_of is not None)
 
     if ray_address is not None:
-        from pipeline.ray_workers import run_on_ray
+        from pipeline.scale.ray_actors import run_on_ray
 
         run_on_ray(asked, explicit_space=explicit, make_request=request_for,
                    address=ray_address, workers=workers, cpus_per_worker=cpus_per_worker,
@@ -226,14 +226,14 @@ def search(trials: int, workers: int | None, ray_address: str | None, cpus_per_w
 
     coordinated = worker_of is not None  # started by a coordinating `--workers` process
     if workers is None:
-        from pipeline.workers import default_worker_count
+        from pipeline.scale.processes import default_worker_count
 
         workers = 1 if coordinated else default_worker_count(device)
     space = choose_space(asked, explicit=explicit, device_name=device, echo=click.echo)
     request = request_for(space)
     request.workers = worker_of or workers
     if workers > 1:
-        from pipeline.workers import run_workers
+        from pipeline.scale.processes import run_workers
 
         run_workers(request, echo=click.echo)
     else:
@@ -317,7 +317,12 @@ def promote(target: str, study_name: str | None, storage: str | None, name: str,
     if target != "best" and study_name:  # before the heavy imports: usage errors are instant
         raise click.UsageError("--study goes with `promote best`, not with a run id")
     from pipeline.data.splits import load_mnist
-    from pipeline.registry import candidate_from_run, candidate_from_study, promote, registry_client
+    from pipeline.ship.registry import (
+        candidate_from_run,
+        candidate_from_study,
+        promote,
+        registry_client,
+    )
     from pipeline.study.storage import default_storage
 
     # The study first: a study that is not there is an error before any store is touched.
@@ -335,7 +340,7 @@ def promote(target: str, study_name: str | None, storage: str | None, name: str,
 @model_name_option
 def models(name: str) -> None:
     """The registered versions of a model, with aliases and accuracies."""
-    from pipeline.registry import list_versions, registry_client, versions_table
+    from pipeline.ship.registry import list_versions, registry_client, versions_table
 
     click.echo(versions_table(name, list_versions(registry_client(), name)))
 
@@ -357,11 +362,11 @@ def predict(images: tuple[Path, ...], model_uri: str, as_json: bool, as_request:
     import json
 
     if as_request:
-        from pipeline.predict import serving_request
+        from pipeline.ship.predict import serving_request
 
         click.echo(json.dumps(serving_request(list(images))))
         return
-    from pipeline.predict import predict_files
+    from pipeline.ship.predict import predict_files
 
     results = predict_files(list(images), model_uri)
     for result in results:
@@ -389,11 +394,11 @@ def export(model_uri: str, output: Path, data_dir: Path | None) -> None:
     A registered version also gets the file as an artifact of its model.
     """
     from pipeline.data.splits import load_mnist
-    from pipeline.export import export
-    from pipeline.registry import held_out_images, registry_client
+    from pipeline.ship.export import export_onnx
+    from pipeline.ship.registry import held_out_images, registry_client
 
-    export(model_uri, output, lambda: held_out_images(load_mnist(data_dir, log=click.echo)),
-           registry=registry_client, echo=click.echo)
+    export_onnx(model_uri, output, lambda: held_out_images(load_mnist(data_dir, log=click.echo)),
+                registry=registry_client, echo=click.echo)
 
 
 @cli.command()
@@ -404,7 +409,7 @@ def export(model_uri: str, output: Path, data_dir: Path | None) -> None:
               help="Interface to listen on; the default keeps it on this machine.")
 def demo(model_uri: str, port: int, host: str) -> None:
     """A page to draw a digit on (or upload one) and watch the model read it."""
-    from pipeline.demo import run_demo
+    from pipeline.ship.demo import run_demo
 
     run_demo(model_uri, host, port, echo=click.echo)
 

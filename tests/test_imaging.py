@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.imaging import ImageError, read_digit, to_mnist
+from pipeline.ship.imaging import ImageError, read_digit, to_mnist
 
 
 def _centre_of_mass(image: np.ndarray) -> tuple[float, float]:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from pipeline.core.errors import PipelineError
 from pipeline.core.hparams import ALL_KEYS, make_config, read_yaml_mapping
-from pipeline.imaging import read_digit
+from pipeline.ship.imaging import read_digit
 from pipeline.study.space import PARAM_KEYS, SECTIONS, load_space
 
 # Bounded so the suite stays fast; each example is a file written and parsed.

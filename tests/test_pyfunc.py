@@ -9,7 +9,7 @@ import torch
 from mlflow.exceptions import MlflowException
 
 from pipeline.core.settings import ModelSpec
-from pipeline.pyfunc import load_pyfunc
+from pipeline.ship.models import load_pyfunc
 from pipeline.track.artifacts import log_model
 from pipeline.track.runs import Tracker
 from pipeline.train.model import build_model

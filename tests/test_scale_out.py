@@ -177,7 +177,7 @@ def test_no_secret_is_written_in_the_compose_file(compose):
 
 
 def test_workers_are_placed_round_robin_on_gpus_with_the_cores_split():
-    from pipeline.workers import WORKERS_PER_GPU, default_worker_count, place_workers
+    from pipeline.scale.processes import WORKERS_PER_GPU, default_worker_count, place_workers
 
     placed = place_workers(6, "auto", gpus=2, cores=12)
     assert [p.device for p in placed] == ["cuda:0", "cuda:1"] * 3

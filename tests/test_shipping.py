@@ -398,7 +398,7 @@ def test_export_refuses_clearly_and_writes_nothing(shop, args, fragment, code):
 
 
 def test_export_checks_both_agreement_bounds():
-    from pipeline.export import Agreement
+    from pipeline.ship.export import Agreement
 
     assert Agreement(10_000, 9_990, 9e-4, 0.99).passed
     assert not Agreement(10_000, 9_989, 0.0, 0.99).passed  # one digit too many differs

@@ -15,8 +15,8 @@ import numpy as np
 from PIL import Image
 
 from pipeline.core.errors import UsageError
-from pipeline.imaging import ImageError, to_mnist
-from pipeline.predict import DigitModel
+from pipeline.ship.imaging import ImageError, to_mnist
+from pipeline.ship.models import DigitModel
 
 INSTALL_HINT = 'pip install -e ".[demo]"'
 TITLE = "pipeline: draw a digit"

@@ -18,9 +18,10 @@ import socket
 from collections.abc import Callable
 from dataclasses import replace
 
-from pipeline.coordinator import WorkerGroup, coordinate
 from pipeline.core.errors import UsageError, first_line
 from pipeline.core.stores import local_file
+from pipeline.scale.coordinator import WorkerGroup, coordinate
+from pipeline.scale.processes import WORKERS_PER_GPU
 from pipeline.search.loop import (
     SearchInterrupted,
     SearchOutcome,
@@ -31,7 +32,6 @@ from pipeline.search.loop import (
 from pipeline.study.liveness import HOST_ENV
 from pipeline.study.space import SearchSpace
 from pipeline.study.storage import is_journal, redact
-from pipeline.workers import WORKERS_PER_GPU
 
 RAY_ADDRESS_ENV = "PIPELINE_RAY_ADDRESS"
 # What a node calls the stores, when it reaches them under other names than the driver does

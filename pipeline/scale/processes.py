@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
-from pipeline.coordinator import WorkerGroup, coordinate
 from pipeline.data.sources import ensure_mnist
+from pipeline.scale.coordinator import WorkerGroup, coordinate
 from pipeline.search.loop import SearchOutcome, SearchRequest, open_search
 
 # Trials that run at once on one GPU when the user does not say (--workers): small MNIST

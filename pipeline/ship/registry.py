@@ -32,7 +32,7 @@ from pipeline.core.keys import (
 )
 from pipeline.core.stores import require_tracking_store
 from pipeline.data.splits import Mnist
-from pipeline.pyfunc import load_pyfunc
+from pipeline.ship.models import load_pyfunc
 from pipeline.study.studies import open_existing_study, study_metric
 from pipeline.study.trials import best_trial
 from pipeline.track.runs import Tracker, TrackingError

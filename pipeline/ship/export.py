@@ -21,7 +21,7 @@ import torch
 
 from pipeline.core.errors import PipelineError, UsageError, first_line
 from pipeline.core.keys import VERSION_TAG_PREFIX
-from pipeline.predict import DigitModel, registered_reference
+from pipeline.ship.models import DigitModel, registered_reference
 
 INSTALL_HINT = 'pip install -e ".[export]"'
 INPUT_NAME = "pixels"
@@ -171,8 +171,9 @@ def attach_to_version(client, uri: str, path: Path, echo=print) -> None:
     echo(f"logged with {version.name} version {version.version}: {where}")
 
 
-def export(uri: str, output: Path, test_set: Callable[[], tuple[np.ndarray, np.ndarray]], *,
-           registry: Callable[[], object], echo=print) -> Agreement:
+def export_onnx(uri: str, output: Path,
+                test_set: Callable[[], tuple[np.ndarray, np.ndarray]], *,
+                registry: Callable[[], object], echo=print) -> Agreement:
     """Convert, compare on ``test_set()`` (images, labels), and only then write ``output`` and
     attach it to the version in ``registry()``. Usage errors come first, then the store, then
     the model: each fails before the slower steps after it."""

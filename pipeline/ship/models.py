@@ -1,16 +1,12 @@
-"""`pipeline predict`: digits (and how sure the model is) for image files.
-
-Digits come from the model exactly as MLflow serves it (pyfunc), so `pipeline predict` and
-`mlflow models serve` always agree. Probabilities come from the same weights: the network is
-rebuilt from the architecture the model carries in its metadata.
+"""The models `pipeline` logs and registers, loaded as MLflow serves them (pyfunc), on the CPU on
+every machine: found by URI with one clear line when nothing is there, checked to be a digit
+reader, and with the network rebuilt from the architecture they carry, for probabilities.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -18,36 +14,23 @@ import torch
 from mlflow.exceptions import MlflowException
 
 from pipeline.core.errors import PipelineError, first_line
-from pipeline.core.keys import CHAMPION, DEFAULT_MODEL_NAME
 from pipeline.core.settings import ModelSpec
 from pipeline.core.stores import require_tracking_store
-from pipeline.imaging import ImageError, read_digit
-from pipeline.pyfunc import load_pyfunc
 from pipeline.train.model import build_model
 
-DEFAULT_MODEL_URI = f"models:/{DEFAULT_MODEL_NAME}@{CHAMPION}"
+# Models are exported (torch.export) with their weights on the CPU, which is what lets them load
+# on any machine. Where CUDA exists MLflow loads a PyTorch model onto the GPU unless told
+# otherwise, and an exported program cannot move: it would fail.
+LOAD_ON_CPU = {"device": "cpu"}
+
+
+def load_pyfunc(model_uri: str):
+    """``mlflow.pyfunc.load_model(model_uri)``, on the CPU."""
+    return mlflow.pyfunc.load_model(model_uri, model_config=LOAD_ON_CPU)
 
 
 class ModelNotFound(PipelineError):
     """The model URI names nothing that exists (no such model, version, alias or run)."""
-
-
-@dataclass
-class Prediction:
-    file: str
-    digit: int | None = None
-    probability: float | None = None
-    probabilities: list[float] | None = None
-    error: str | None = None
-
-    def line(self) -> str:
-        if self.error:
-            return f"{self.file}: error: {self.error}"
-        sure = f"  (p={self.probability:.3f})" if self.probability is not None else ""
-        return f"{self.file}: {self.digit}{sure}"
-
-    def as_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 def registered_reference(uri: str) -> tuple[str, str | None, str | None] | None:
@@ -141,31 +124,3 @@ class DigitModel:
         with torch.no_grad():
             logits = self.network(torch.from_numpy(images).float().unsqueeze(1))
         return digits, torch.softmax(logits, dim=1).numpy()
-
-
-def predict_files(paths: list[Path], model_uri: str = DEFAULT_MODEL_URI) -> list[Prediction]:
-    """One answer per file, in order; a file that cannot be read gets its error, not a crash."""
-    results: list[Prediction] = []
-    images, slots = [], []
-    for path in paths:
-        try:
-            images.append(read_digit(path))
-            slots.append(len(results))
-            results.append(Prediction(str(path)))
-        except ImageError as e:
-            results.append(Prediction(str(path), error=str(e).split(": ", 1)[-1]))
-    if images:
-        model = DigitModel(model_uri)
-        digits, probabilities = model.predict(np.stack(images))
-        for i, slot in enumerate(slots):
-            result = results[slot]
-            result.digit = int(digits[i])
-            if probabilities is not None:
-                result.probabilities = [round(float(p), 6) for p in probabilities[i]]
-                result.probability = result.probabilities[result.digit]
-    return results
-
-
-def serving_request(paths: list[Path]) -> dict:
-    """The JSON body `mlflow models serve` takes for these images (tensor input)."""
-    return {"inputs": [read_digit(p).round(4).tolist() for p in paths]}
