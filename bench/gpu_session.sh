@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What was run on the lent GPU machine (an H100) to prove the CUDA path and take the README's GPU
-# figures. Run from the project root there, after `. .whl/prelude.sh` (see ../shared/gpu/pack.sh):
+# figures. Run from the project root there, with the project and its dependencies installed:
 #   bash bench/gpu_session.sh prove     # CUDA tests, a 3-trial default.yaml search loaded on CPU,
 #                                       # one trial profiled, eager against CUDA graph
 #   bash bench/gpu_session.sh measure   # the README's 50-trial search, promote best, workers per GPU

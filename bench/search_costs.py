@@ -39,14 +39,15 @@ PRUNERS = {
 
 
 def run(space, trials: int, seed: int, folder: Path):
-    from pipeline.search.loop import SearchRequest, run_search
+    from pipeline.search import SearchRequest, run_search
     from pipeline.study.trials import epochs_trained
 
     folder.mkdir(parents=True)
     os.chdir(folder)  # MLflow's and Optuna's default stores live in the working folder
     start = time.perf_counter()
     outcome = run_search(SearchRequest(space=space, trials=trials, study_name="bench",
-                                       storage_url="sqlite:///optuna.db", seed=seed,
+                                       storage_url="sqlite:///optuna.db",
+                                       tracking_uri=f"sqlite:///{folder}/mlflow.db", seed=seed,
                                        report=False), echo=lambda line: None)
     seconds = time.perf_counter() - start
     finished = [t for t in outcome.study.trials if t.state.is_finished()]

@@ -116,12 +116,13 @@ def run_standard(space, trials: int, seed: int, splits_idx, folder: Path, device
 
 
 def run_pipeline(space, trials: int, seed: int, folder: Path, device: str):
-    from pipeline.search.loop import SearchRequest, run_search
+    from pipeline.search import SearchRequest, run_search
 
     os.chdir(folder)  # MLflow's and Optuna's default stores live in the working folder
     start = time.time()
     outcome = run_search(SearchRequest(space=space, trials=trials, study_name="pipeline",
-                                       storage_url="sqlite:///optuna.db", seed=seed,
+                                       storage_url="sqlite:///optuna.db",
+                                       tracking_uri=f"sqlite:///{folder}/mlflow.db", seed=seed,
                                        device=device, report=False), echo=lambda line: None)
     return outcome.study, time.time() - start, start
 

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import faulthandler
-import os
 import signal
 import sys
-import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
 from pipeline import __version__
-from pipeline.core.errors import PipelineError
+from pipeline.core import DEFAULT_MODEL_NAME, DEFAULT_MODEL_URI, PipelineError, env
 
 
 class PipelineGroup(click.Group):
@@ -47,7 +46,7 @@ def cli() -> None:
 
 
 data_dir_option = click.option(
-    "--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar="PIPELINE_DATA_DIR",
+    "--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar=env.DATA_DIR.name,
     default=None, show_envvar=True,
     help="Folder of the MNIST cache (default: ~/.cache/pipeline).")
 
@@ -61,10 +60,10 @@ data_dir_option = click.option(
                                               "fetch them again.")
 def data(data_dir: Path | None, sources: tuple[str, ...], refetch: bool) -> None:
     """Fetch MNIST, verify its four files against the official MD5s, and say where it lives."""
-    from pipeline.data import sources as mnist
+    from pipeline.data import SOURCES, ensure_mnist
 
-    files = mnist.ensure_mnist(data_dir, sources=sources or mnist.SOURCES, refetch=refetch,
-                               log=lambda m: click.echo(m, err=True))
+    files = ensure_mnist(data_dir, sources=sources or SOURCES, refetch=refetch,
+                         log=lambda m: click.echo(m, err=True))
     click.echo(f"MNIST is in {files.folder} (source: {files.source})")
     for name, md5 in files.md5.items():
         click.echo(f"  {name:<26} MD5 {md5}  verified")
@@ -73,7 +72,7 @@ def data(data_dir: Path | None, sources: tuple[str, ...], refetch: bool) -> None
 
 def _settings_options(func):
     """One option per hyperparameter key, typed and documented from the settings dataclasses."""
-    from pipeline.core.hparams import ALL_FIELDS, ALL_KEYS, default_of, field_kind
+    from pipeline.core import ALL_FIELDS, ALL_KEYS, default_of, field_kind
 
     for key in reversed(ALL_KEYS):
         kind = field_kind(key)
@@ -107,21 +106,21 @@ def train(config_file: Path | None, data_dir: Path | None, experiment: str, no_t
 
     Hyperparameters come from the defaults, then --config, then these options.
     """
-    from pipeline.core.hparams import make_config, read_yaml_mapping
+    from pipeline.core import make_config, read_yaml_mapping
 
     params = read_yaml_mapping(config_file) if config_file else {}
     where = str(config_file) if config_file else "options"
     given = {key: value for key, value in options.items() if value is not None}
     config = make_config({**params, **given}, where=where)  # checked before torch is loaded
 
-    from pipeline.track.train_command import train_one
+    from pipeline.track import train_one
 
     train_one(config, data_dir=data_dir, experiment=None if no_track else experiment,
               echo=click.echo)
 
 
 storage_option = click.option(
-    "--storage", envvar="PIPELINE_STORAGE", show_envvar=True, default=None,
+    "--storage", envvar=env.STORAGE.name, show_envvar=True, default=None,
     help="Optuna storage URL [default: sqlite:///optuna.db in this folder].")
 study_option = click.option("--study", "study_name", default=None,
                             help="Study name [default: the most recent study].")
@@ -137,14 +136,14 @@ report_dir_option = click.option(
                    "trials of dead workers run again and do not count. Every worker sharing the "
                    "study (--workers, or the same command on other machines) works towards this "
                    "one total, and none is exceeded.")
-@click.option("--workers", type=click.IntRange(min=1), default=None, envvar="PIPELINE_WORKERS",
+@click.option("--workers", type=click.IntRange(min=1), default=None, envvar=env.WORKERS.name,
               show_envvar=True,
               help="Trials that run at once, each in its own worker process on this machine "
                    "(one GPU each, then several per GPU; on a CPU the cores are split) "
                    "[default: 4 per GPU when there are GPUs, else 1]. SQLite and journal files "
                    "serve the processes of one machine; use postgresql://… for many machines.")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None,
-              envvar="PIPELINE_RAY_ADDRESS", show_envvar=True, metavar="[ADDRESS]",
+              envvar=env.RAY_ADDRESS.name, show_envvar=True, metavar="[ADDRESS]",
               help="Run the workers as Ray actors on a Ray cluster: ADDRESS is host:6379 or "
                    "ray://host:10001 (none: a Ray instance on this machine). Needs a study "
                    "storage and MLflow store every node reaches (PostgreSQL, a tracking "
@@ -157,7 +156,6 @@ report_dir_option = click.option(
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch CPU threads for this process [default: all cores, or split between "
                    "--workers].")
-@click.option("--worker-of", type=int, default=None, hidden=True)
 @click.option("--space", "space_name", default=None,
               help="Search-space file, or a name in search_spaces/ [default: default, or cpu "
                    "when there is no GPU].")
@@ -180,10 +178,9 @@ report_dir_option = click.option(
                    "[default: 3 heartbeats].")
 @data_dir_option
 def search(trials: int, workers: int | None, ray_address: str | None, cpus_per_worker: float,
-           gpus_per_worker: float | None, threads: int | None, worker_of: int | None,
-           space_name: str | None, study_name: str | None, storage: str | None,
-           timeout: float | None, seed: int | None, device: str, force: bool,
-           report_dir: Path, no_report: bool, heartbeat_interval: int,
+           gpus_per_worker: float | None, threads: int | None, space_name: str | None,
+           study_name: str | None, storage: str | None, timeout: float | None, seed: int | None,
+           device: str, force: bool, report_dir: Path, no_report: bool, heartbeat_interval: int,
            grace_period: int | None, data_dir: Path | None) -> None:
     """Search hyperparameters with Optuna; track every trial in MLflow.
 
@@ -192,54 +189,43 @@ def search(trials: int, workers: int | None, ray_address: str | None, cpus_per_w
     --storage and MLFLOW_TRACKING_URI on another machine also joins the study. Browse the runs
     with `pipeline ui`.
     """
-    if worker_of is not None and workers not in (None, 1):
-        raise click.UsageError("--workers and --worker-of do not go together")
     if ray_address is None and (gpus_per_worker is not None or cpus_per_worker != 1.0):
         raise click.UsageError("--cpus-per-worker and --gpus-per-worker go with --ray")
-    from pipeline.study.space import load_space
+    from pipeline.study import load_space
 
     asked = load_space(space_name or "default")  # a bad file fails here, before torch loads
-    explicit = space_name is not None or worker_of is not None
 
     def request_for(space):
-        from pipeline.search.loop import SearchRequest
-        from pipeline.study.storage import default_storage
+        import mlflow
+
+        from pipeline.search import SearchRequest
+        from pipeline.study import default_storage
 
         return SearchRequest(
             space=space, trials=trials, study_name=study_name or f"mnist-{space.name}",
-            storage_url=storage or default_storage(),
+            storage_url=storage or default_storage(), tracking_uri=mlflow.get_tracking_uri(),
             seed=space.sampler["seed"] if seed is None else seed, device=device,
             timeout=timeout, force=force, data_dir=data_dir, report_dir=report_dir,
             report=not no_report, heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period, workers=worker_of or workers or 1, threads=threads,
-            quiet=worker_of is not None)
+            grace_period=grace_period, workers=workers or 1, threads=threads)
 
     if ray_address is not None:
-        from pipeline.scale.ray_actors import run_on_ray
+        from pipeline.scale import run_on_ray
 
-        run_on_ray(asked, explicit_space=explicit, make_request=request_for,
+        run_on_ray(asked, explicit_space=space_name is not None, make_request=request_for,
                    address=ray_address, workers=workers, cpus_per_worker=cpus_per_worker,
                    gpus_per_worker=gpus_per_worker, echo=click.echo)
         click.echo("Browse every trial: pipeline ui  (or the MLflow server's UI)")
         return
-    from pipeline.search.loop import choose_space, run_search
+    from pipeline.scale import default_worker_count, run_workers
+    from pipeline.search import choose_space, run_search
 
-    coordinated = worker_of is not None  # started by a coordinating `--workers` process
-    if workers is None:
-        from pipeline.scale.processes import default_worker_count
-
-        workers = 1 if coordinated else default_worker_count(device)
-    space = choose_space(asked, explicit=explicit, device_name=device, echo=click.echo)
-    request = request_for(space)
-    request.workers = worker_of or workers
-    if workers > 1:
-        from pipeline.scale.processes import run_workers
-
-        run_workers(request, echo=click.echo)
-    else:
-        run_search(request, echo=click.echo)
-    if not coordinated:
-        click.echo("Browse every trial: pipeline ui  (or: mlflow ui, in this folder)")
+    space = choose_space(asked, explicit=space_name is not None, device_name=device,
+                         echo=click.echo)
+    request = replace(request_for(space), workers=workers or default_worker_count(device))
+    run = run_workers if request.workers > 1 else run_search
+    run(request, echo=click.echo)
+    click.echo("Browse every trial: pipeline ui  (or: mlflow ui, in this folder)")
 
 
 @cli.command()
@@ -250,14 +236,10 @@ def reconcile(study_name: str | None, storage: str | None) -> None:
 
     Every `pipeline search` does this when it starts; this command does it on its own.
     """
-    import mlflow
-
-    from pipeline.core.keys import ATTR_EXPERIMENT, ATTR_HEARTBEAT
-    from pipeline.core.stores import tracking_store_exists
-    from pipeline.search.orphans import reconcile as close_orphans
-    from pipeline.study.storage import default_storage
-    from pipeline.study.studies import open_existing_study
-    from pipeline.track.runs import Tracker
+    from pipeline.core import ATTR_EXPERIMENT, ATTR_HEARTBEAT
+    from pipeline.search import reconcile as close_orphans
+    from pipeline.study import default_storage, open_existing_study
+    from pipeline.track import existing_tracker
 
     url = storage or default_storage()
     study = open_existing_study(url, study_name)
@@ -267,8 +249,7 @@ def reconcile(study_name: str | None, storage: str | None) -> None:
     study = open_existing_study(url, study.study_name, heartbeat_interval=beat.get("interval"),
                                 grace_period=beat.get("grace"))
     experiment_id = study.user_attrs.get(ATTR_EXPERIMENT)
-    tracker = (Tracker() if experiment_id and tracking_store_exists(mlflow.get_tracking_uri())
-               else None)
+    tracker = existing_tracker() if experiment_id else None
     result = close_orphans(study, tracker, experiment_id)
     click.echo(result.line() or f"study {study.study_name!r}: nothing left running")
 
@@ -279,22 +260,21 @@ def reconcile(study_name: str | None, storage: str | None) -> None:
 @report_dir_option
 def report(study_name: str | None, storage: str | None, report_dir: Path) -> None:
     """Write a study's Plotly report and print its best trials."""
-    import mlflow
-
-    from pipeline.core.keys import ATTR_PARENT_RUN
-    from pipeline.core.stores import tracking_store_exists
-    from pipeline.report.study_report import write_report
-    from pipeline.study.storage import default_storage
-    from pipeline.study.studies import open_existing_study
-    from pipeline.track.runs import Tracker
+    from pipeline.core import ATTR_PARENT_RUN
+    from pipeline.report import write_report
+    from pipeline.study import default_storage, open_existing_study
+    from pipeline.track import existing_tracker
 
     study = open_existing_study(storage or default_storage(), study_name)
     run_id = study.user_attrs.get(ATTR_PARENT_RUN)
-    tracker = Tracker() if run_id and tracking_store_exists(mlflow.get_tracking_uri()) else None
+    tracker = existing_tracker() if run_id else None
     write_report(study, report_dir, tracker=tracker, run_id=run_id, echo=click.echo)
 
 
-model_name_option = click.option("--name", default="mnist-cnn", show_default=True,
+model_option = click.option(
+    "--model", "model_uri", default=DEFAULT_MODEL_URI, show_default=True,
+    help="Model URI: models:/NAME@ALIAS, models:/NAME/VERSION, models:/m-<id>, runs:/…")
+model_name_option = click.option("--name", default=DEFAULT_MODEL_NAME, show_default=True,
                                  help="Registered model name.")
 
 
@@ -316,14 +296,9 @@ def promote(target: str, study_name: str | None, storage: str | None, name: str,
     """
     if target != "best" and study_name:  # before the heavy imports: usage errors are instant
         raise click.UsageError("--study goes with `promote best`, not with a run id")
-    from pipeline.data.splits import load_mnist
-    from pipeline.ship.registry import (
-        candidate_from_run,
-        candidate_from_study,
-        promote,
-        registry_client,
-    )
-    from pipeline.study.storage import default_storage
+    from pipeline.data import load_mnist
+    from pipeline.ship import candidate_from_run, candidate_from_study, promote, registry_client
+    from pipeline.study import default_storage
 
     # The study first: a study that is not there is an error before any store is touched.
     if target == "best":
@@ -340,15 +315,14 @@ def promote(target: str, study_name: str | None, storage: str | None, name: str,
 @model_name_option
 def models(name: str) -> None:
     """The registered versions of a model, with aliases and accuracies."""
-    from pipeline.ship.registry import list_versions, registry_client, versions_table
+    from pipeline.ship import list_versions, registry_client, versions_table
 
     click.echo(versions_table(name, list_versions(registry_client(), name)))
 
 
 @cli.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--model", "model_uri", default="models:/mnist-cnn@champion", show_default=True,
-              help="Model URI: models:/NAME@ALIAS, models:/NAME/VERSION, models:/m-<id>, runs:/…")
+@model_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per file, for machines.")
 @click.option("--request", "as_request", is_flag=True,
               help="Print the JSON body `mlflow models serve` takes for these images instead "
@@ -362,11 +336,11 @@ def predict(images: tuple[Path, ...], model_uri: str, as_json: bool, as_request:
     import json
 
     if as_request:
-        from pipeline.ship.predict import serving_request
+        from pipeline.ship import serving_request
 
         click.echo(json.dumps(serving_request(list(images))))
         return
-    from pipeline.ship.predict import predict_files
+    from pipeline.ship import predict_files
 
     results = predict_files(list(images), model_uri)
     for result in results:
@@ -381,8 +355,7 @@ def predict(images: tuple[Path, ...], model_uri: str, as_json: bool, as_request:
 
 
 @cli.command()
-@click.option("--model", "model_uri", default="models:/mnist-cnn@champion", show_default=True,
-              help="Model URI: models:/NAME@ALIAS, models:/NAME/VERSION, models:/m-<id>, runs:/…")
+@model_option
 @click.option("--output", "-o", type=click.Path(path_type=Path),
               default=Path("digit-reader.onnx"), show_default=True,
               help="Where the ONNX file goes (a folder: digit-reader.onnx in it).")
@@ -393,23 +366,21 @@ def export(model_uri: str, output: Path, data_dir: Path | None) -> None:
     Input: float32 pixels (N, 28, 28) in [0, 1]; outputs: probabilities (N, 10), digit (N,).
     A registered version also gets the file as an artifact of its model.
     """
-    from pipeline.data.splits import load_mnist
-    from pipeline.ship.export import export_onnx
-    from pipeline.ship.registry import held_out_images, registry_client
+    from pipeline.data import load_mnist
+    from pipeline.ship import export_onnx, held_out_images, registry_client
 
     export_onnx(model_uri, output, lambda: held_out_images(load_mnist(data_dir, log=click.echo)),
                 registry=registry_client, echo=click.echo)
 
 
 @cli.command()
-@click.option("--model", "model_uri", default="models:/mnist-cnn@champion", show_default=True,
-              help="Model URI: models:/NAME@ALIAS, models:/NAME/VERSION, models:/m-<id>, runs:/…")
+@model_option
 @click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Interface to listen on; the default keeps it on this machine.")
 def demo(model_uri: str, port: int, host: str) -> None:
     """A page to draw a digit on (or upload one) and watch the model read it."""
-    from pipeline.ship.demo import run_demo
+    from pipeline.ship import run_demo
 
     run_demo(model_uri, host, port, echo=click.echo)
 
@@ -420,31 +391,15 @@ def demo(model_uri: str, port: int, host: str) -> None:
               help="Interface to listen on; the default keeps it on this machine.")
 def ui(port: int, host: str) -> None:
     """Start MLflow's UI for the configured tracking store and print its URL."""
-    from pipeline.track.mlflow_ui import run_ui
+    from pipeline.track import run_ui
 
     raise click.exceptions.Exit(run_ui(host, port, echo=click.echo))
-
-
-def configure_environment() -> None:
-    """Defaults every `pipeline` process runs with (a user's own settings win)."""
-    # MLflow announces database set-up at INFO when it is imported; our commands say what
-    # matters. A user who sets MLFLOW_LOGGING_LEVEL keeps their choice.
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    # Against a tracking server MLflow prints two links for every run it closes (one per trial),
-    # at the cost of one more request each; our own lines say where things are.
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    # Models are exported (torch.export) with their weights on the CPU, which is what lets them
-    # load anywhere; MLflow would put them on the GPU where there is one, and fail.
-    os.environ.setdefault("MLFLOW_DEFAULT_PREDICTION_DEVICE", "cpu")
-    # Loading an exported program warns that its weights' buffer is read-only; it is never
-    # written, and the warning filled a GPU search's log once per trial.
-    warnings.filterwarnings("ignore", message="The given buffer is not writable")
 
 
 def main() -> None:
     # `kill -USR1 <pid>` prints every thread's stack: how to see what a long search is doing.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    configure_environment()
+    env.configure_process()
     cli(prog_name="pipeline")
 
 

@@ -14,12 +14,12 @@ os.environ["OMP_NUM_THREADS"] = "1"
 
 import pytest  # noqa: E402
 
-from pipeline.cli import configure_environment  # noqa: E402
+from pipeline.core import env  # noqa: E402
 from pipeline.core.settings import DataSettings  # noqa: E402
 from pipeline.data.splits import Mnist, load_mnist, split_train_val
 
 # In-process commands (helpers.invoke) run with the defaults the real program sets.
-configure_environment()
+env.configure_process()
 
 
 # The files whose module fixtures run whole searches, longest first. xdist hands each file to the
@@ -34,16 +34,6 @@ def pytest_collection_modifyitems(items):
         return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
 
     items.sort(key=rank)  # stable: the order inside a file is kept
-
-
-@pytest.fixture(autouse=True)
-def _forget_mlflow_globals():
-    """Logging a model sets MLflow's global tracking URI (and exports it to the environment):
-    after each test, the next starts from nothing, whatever store the last one used."""
-    yield
-    import mlflow
-
-    mlflow.set_tracking_uri(None)
 
 
 @pytest.fixture(scope="session")
@@ -89,7 +79,7 @@ def tracking_server(postgres, tmp_path_factory):
 
     from helpers import free_port, start_server, wait_for_http
 
-    from pipeline.track.mlflow_ui import JOB_EXECUTION_ENV
+    from pipeline.track.mlflow_ui import ui_env
 
     port = free_port()
     artifacts = tmp_path_factory.mktemp("artifacts")
@@ -98,7 +88,7 @@ def tracking_server(postgres, tmp_path_factory):
          postgres.database("mlflow"), "--artifacts-destination", str(artifacts),
          "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
         # No GenAI job runner (8 more processes importing MLflow on a 2-core machine).
-        env={JOB_EXECUTION_ENV: "false"}, cwd=artifacts, name="mlflow-server")
+        env=ui_env(), cwd=artifacts, name="mlflow-server")
     url = f"http://127.0.0.1:{port}"
     wait_for_http(f"{url}/health", server=server, what="the MLflow tracking server")
     yield url

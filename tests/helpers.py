@@ -33,7 +33,6 @@ def invoke(*args: str, cwd: Path, env: dict | None = None) -> Result:
     """Run a `pipeline` command in this process, in folder ``cwd`` with its default stores, as
     the real program would run it (the same group and error handling; no interpreter start-up).
     An exception that is not a user error escapes into the test, traceback and all."""
-    import mlflow
     from click.testing import CliRunner
 
     from pipeline.cli import cli
@@ -46,9 +45,6 @@ def invoke(*args: str, cwd: Path, env: dict | None = None) -> Result:
         result = CliRunner().invoke(cli, list(args), env=variables, catch_exceptions=False)
     finally:
         os.chdir(old)
-        # MLflow keeps the last tracking URI in a global and exports it to the environment:
-        # the next command, in another folder, must start from nothing again.
-        mlflow.set_tracking_uri(None)
     return Result(result.exit_code, result.stdout, result.stderr)
 
 

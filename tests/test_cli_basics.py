@@ -42,7 +42,7 @@ def test_train_help_documents_every_hyperparameter(tmp_path):
     (("train", "--cuda-graph", "on", "--optimizer", "sgd"), "cuda_graph on needs optimizer"),
     (("train", "--device", "cuda:7"), "cuda"),
     (("search", "--trials", "0"), "0 is not in the range x>=1"),
-    (("search", "--workers", "2", "--worker-of", "2"), "--workers and --worker-of"),
+    (("search", "--worker-of", "2"), "No such option: --worker-of"),  # workers read JSON now
     (("frobnicate",), "No such command"),
 ])
 def test_bad_input_exits_2_with_one_line(tmp_path, args, fragment):

@@ -126,6 +126,30 @@ def test_no_module_imports_itself_back_through_others():
         walk(name, ())
 
 
+STAGES = sorted(FLOOR)
+
+
+def test_the_cli_reaches_each_stage_through_what_its_package_offers():
+    """`from pipeline.ship import promote`, never a module inside a stage: each package's
+    ``__init__`` says what the commands use."""
+    for node in ast.walk(ast.parse((PIPELINE / "cli.py").read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pipeline."):
+            assert node.module in {f"pipeline.{stage}" for stage in FLOOR}, node.module
+        if isinstance(node, ast.Import):
+            assert not [a.name for a in node.names if a.name.startswith("pipeline.")]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_what_a_package_offers_exists_and_never_shadows_one_of_its_modules(stage):
+    import importlib
+
+    package = importlib.import_module(f"pipeline.{stage}")
+    submodules = {path.stem for path in (PIPELINE / stage).glob("*.py")}
+    assert package.__all__ and not set(package.__all__) & submodules
+    for name in package.__all__:
+        assert getattr(package, name) is not None, name
+
+
 HEAVY = ("optuna", "torch", "mlflow", "sklearn", "matplotlib", "pipeline.train.trainer")
 
 

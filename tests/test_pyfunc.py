@@ -9,6 +9,7 @@ import torch
 from mlflow.exceptions import MlflowException
 
 from pipeline.core.settings import ModelSpec
+from pipeline.data.splits import to_unit_pixels
 from pipeline.ship.models import load_pyfunc
 from pipeline.track.artifacts import log_model
 from pipeline.track.runs import Tracker
@@ -24,7 +25,7 @@ def logged_model(tmp_path, small_data, monkeypatch):
     run = tracker.start_run(tracker.experiment("load"), "one")
     uri = log_model(run, build_model(SPEC, seed=0), SPEC, small_data.val.images)
     run.finish("FINISHED")
-    return uri, (small_data.val.images[:8].float() / 255).numpy()
+    return uri, to_unit_pixels(small_data.val.images[:8]).numpy()
 
 
 def test_a_model_exported_on_the_cpu_loads_where_cuda_is_available(logged_model, monkeypatch):

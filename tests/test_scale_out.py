@@ -30,23 +30,6 @@ TINY = textwrap.dedent("""\
       width: {type: categorical, choices: [4, 8]}
       lr: {type: float, low: 1.0e-3, high: 3.0e-2, log: true}
 """)
-SLOW = TINY.replace("train_subset: 1000", "train_subset: 3000").replace("epochs: 2", "epochs: 5")
-
-
-def _study(url: str, name: str):
-    import optuna
-
-    return optuna.load_study(study_name=name, storage=url)
-
-
-def _runs(tracking: str, experiment: str):
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking)
-    exp = client.get_experiment_by_name(experiment)
-    return client, client.search_runs([exp.experiment_id], max_results=1000)
-
-
 def test_workers_on_one_machine_share_a_journal_storage(tmp_path):
     (tmp_path / "tiny.yaml").write_text(TINY)
     journal = tmp_path / "optuna.journal"

@@ -33,6 +33,7 @@ from PIL import Image
 
 from pipeline.core import outcomes
 from pipeline.core.timings import PHASES
+from pipeline.data.splits import to_unit_pixels
 
 # Learning rates down to 1e-6 learn nothing in two epochs: the seeded random start draws some,
 # and the median pruner must stop them.
@@ -166,7 +167,7 @@ def test_complete_trials_have_a_confusion_matrix_and_a_model_that_reads_digits(s
     mlflow.set_tracking_uri(f"sqlite:///{folder}/mlflow.db")
     complete = optuna_study(folder, "mnist-tiny").get_trials(states=(TrialState.COMPLETE,))
     assert len(complete) >= 4
-    images = (mnist.test.images[:200].float() / 255).numpy()
+    images = to_unit_pixels(mnist.test.images[:200]).numpy()
     try:
         for trial in sorted(complete, key=lambda t: -t.value)[:2]:
             run_id = trial.user_attrs["mlflow_run_id"]

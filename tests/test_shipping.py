@@ -34,6 +34,8 @@ from helpers import (
 )
 from PIL import Image
 
+from pipeline.data.splits import to_unit_pixels
+
 SPACE = textwrap.dedent("""\
     study:
       sampler: {type: grid, seed: 0}
@@ -367,7 +369,7 @@ def test_export_writes_an_onnx_file_that_answers_like_the_champion(shop, mnist):
     try:
         served = mlflow.pyfunc.load_model("models:/mnist-cnn@champion")
         session = onnxruntime.InferenceSession(str(written))
-        images = (mnist.test.images[:7].float() / 255).numpy()
+        images = to_unit_pixels(mnist.test.images[:7]).numpy()
         for batch in (images[:1], images):
             probabilities, digits = session.run(None, {"pixels": batch})
             assert probabilities.shape == (len(batch), 10)

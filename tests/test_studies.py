@@ -112,10 +112,12 @@ def test_the_file_lock_lets_one_worker_in_at_a_time(tmp_path):
 @pytest.mark.parametrize("url", ["journal:///x/optuna.journal", "x/optuna.journal",
                                  "journal:x.journal"])
 def test_journal_urls(url):
-    from pipeline.study.storage import is_journal, journal_path
+    from pipeline.core.stores import local_file
+    from pipeline.study.storage import is_journal
 
     assert is_journal(url)
-    assert journal_path(url).endswith(".journal") and "journal:" not in journal_path(url)
+    path = str(local_file(url))
+    assert path.endswith(".journal") and "journal:" not in path
 
 
 def test_of_two_workers_failing_the_same_dead_trial_only_one_wins(tmp_path):
@@ -137,6 +139,9 @@ def test_of_two_workers_failing_the_same_dead_trial_only_one_wins(tmp_path):
     ("postgresql://user:s3cret@host/db", "postgresql://user:***@host/db"),
     ("postgresql://user@host/db", "postgresql://user@host/db"),  # no password to hide
     ("sqlite:///optuna.db", "sqlite:///optuna.db"),
+    ("postgresql+psycopg://user:p%40ss@host:5432/db", "postgresql+psycopg://user:***@host:5432/db"),
+    ("journal:///x/optuna.journal", "journal:///x/optuna.journal"),
+    ("optuna.journal", "optuna.journal"),
 ])
 def test_storage_urls_are_shown_without_their_password(url, shown):
     from pipeline.study.storage import redact

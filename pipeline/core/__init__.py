@@ -11,5 +11,5 @@ __getattr__, __dir__, __all__ = exports(__name__, {
     "hparams": ["ALL_FIELDS", "ALL_KEYS", "default_of", "field_kind", "make_config",
                 "read_yaml_mapping"],
     "keys": ["ATTR_EXPERIMENT", "ATTR_HEARTBEAT", "ATTR_PARENT_RUN", "CHAMPION",
-             "DEFAULT_MODEL_NAME"],
+             "DEFAULT_MODEL_NAME", "DEFAULT_MODEL_URI"],
 })

@@ -54,4 +54,5 @@ SYS_RETRY_HISTORY = "retry_history"
 # The Model Registry.
 DEFAULT_MODEL_NAME = "mnist-cnn"
 CHAMPION = "champion"
+DEFAULT_MODEL_URI = f"models:/{DEFAULT_MODEL_NAME}@{CHAMPION}"  # what predict, export, demo read
 VERSION_TAG_PREFIX = "pipeline."  # lineage tags on registered versions: pipeline.study, ...

@@ -30,7 +30,7 @@ class Outcome:
         """The run tags this outcome writes."""
         tags = {TAG_STATE: self.name}
         if reason:
-            tags[TAG_REASON] = reason[:5000]
+            tags[TAG_REASON] = reason
         if pruned_epoch is not None:
             tags[TAG_PRUNED_EPOCH] = str(pruned_epoch)
         return tags

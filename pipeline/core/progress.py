@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
+from pipeline.core.metric import format_value
+
 if TYPE_CHECKING:  # a type only: the progress view must not load torch and the trainer
     from pipeline.train.trainer import EpochStats
 
@@ -120,7 +122,3 @@ class SearchProgress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-
-
-def format_value(metric: str, value: float) -> str:
-    return f"{value:.2%}" if metric.endswith("accuracy") else f"{value:.4f}"

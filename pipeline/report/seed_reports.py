@@ -1,5 +1,5 @@
 """The five seed reports' published numbers, keyed by the model presets of
-``search_spaces/seeds.yaml`` (../shared/SEED_MODELS.md), set beside what a study of that space
+``search_spaces/seeds.yaml``, set beside what a study of that space
 reached with the same networks."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 
-from pipeline.core.progress import format_value
+from pipeline.core.metric import format_value
 from pipeline.study.studies import study_metric
 from pipeline.study.trials import epochs_trained
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import optuna
 
 from pipeline.core.keys import ATTR_MODEL_URI, ATTR_REASON, ATTR_RUN_ID, ATTR_SECONDS
-from pipeline.core.progress import format_value
+from pipeline.core.metric import format_value
 from pipeline.core.timings import PHASES, WORK, overhead
 from pipeline.study.studies import study_metric
 from pipeline.study.trials import count_trials, epochs_trained, ranked_trials

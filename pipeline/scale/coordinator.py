@@ -11,11 +11,11 @@ from optuna.trial import TrialState
 from pipeline.core.errors import PipelineError
 from pipeline.core.outcomes import STUDY_FAILED
 from pipeline.core.progress import SearchProgress
+from pipeline.core.signals import interrupt_on_signals
 from pipeline.search.loop import (
     SearchOutcome,
     Session,
     close_search,
-    interrupt_on_signals,
     interrupted,
     show_best,
     show_finished,

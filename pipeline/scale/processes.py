@@ -1,10 +1,10 @@
 """`pipeline search --workers K`: K worker processes on one study, watched from one place.
 
 The coordinating process opens the study (and its MLflow experiment and parent run) and fetches
-MNIST once, so workers never race to create them; then it starts K `pipeline search` worker
-processes, each with its own device: one GPU each while GPUs last, then several per GPU, and on a
-CPU the cores split between them. It draws one progress view from the study itself, forwards
-Ctrl-C and SIGTERM to the workers, and writes the report when they are done.
+MNIST once, so workers never race to create them; then it starts K worker processes (scale.worker,
+each given the search's request), each with its own device: one GPU each while GPUs last, then
+several per GPU, and on a CPU the cores split between them. It draws one progress view from the
+study itself, forwards Ctrl-C and SIGTERM to the workers, and writes the report when they are done.
 """
 
 from __future__ import annotations
@@ -13,13 +13,14 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from pipeline.data.sources import ensure_mnist
 from pipeline.scale.coordinator import WorkerGroup, coordinate
-from pipeline.search.loop import SearchOutcome, SearchRequest, open_search
+from pipeline.search.loop import SearchOutcome, open_search
+from pipeline.search.request import SearchRequest
 
 # Trials that run at once on one GPU when the user does not say (--workers): small MNIST
 # networks leave a GPU mostly idle, so several processes share it. On an H100 the 50-trial
@@ -63,31 +64,26 @@ def place_workers(count: int, device: str, *, gpus: int | None = None,
     return [Placement("cpu", threads) for _ in range(count)]
 
 
-def _worker_command(req: SearchRequest, place: Placement) -> list[str]:
-    command = [sys.executable, "-m", "pipeline", "search",
-               "--trials", str(req.trials), "--space", str(req.space.path),
-               "--study", req.study_name, "--storage", req.storage_url,
-               "--seed", str(req.seed), "--device", place.device,
-               "--heartbeat-interval", str(req.heartbeat_interval),
-               "--worker-of", str(req.workers), "--no-report"]
-    if place.threads:
-        command += ["--threads", str(place.threads)]
-    if req.grace_period:
-        command += ["--grace-period", str(req.grace_period)]
-    if req.timeout:
-        command += ["--timeout", str(req.timeout)]
-    if req.data_dir:
-        command += ["--data-dir", str(req.data_dir)]
-    return command
+def worker_requests(req: SearchRequest, placements: list[Placement]) -> list[str]:
+    """The request each worker process gets: the search's own, on its device and threads, quiet
+    (the coordinator draws the progress and writes the report)."""
+    return [replace(req, device=place.device, threads=place.threads, quiet=True).to_json()
+            for place in placements]
 
 
 class WorkerProcesses(WorkerGroup):
-    """Worker processes of this machine, each a `pipeline search --worker-of K`."""
+    """Worker processes of this machine, each ``python -m pipeline.scale.worker`` reading its
+    request from its standard input (a storage password never shows in a process list)."""
 
-    def __init__(self, commands: list[list[str]]) -> None:
-        # A worker is one process: it must not read the user's PIPELINE_WORKERS as its own.
-        env = {k: v for k, v in os.environ.items() if k != "PIPELINE_WORKERS"}
-        self.processes = [subprocess.Popen(command, env=env) for command in commands]
+    COMMAND = (sys.executable, "-m", "pipeline.scale.worker")
+
+    def __init__(self, requests: list[str]) -> None:
+        self.processes = []
+        for text in requests:
+            process = subprocess.Popen(self.COMMAND, stdin=subprocess.PIPE, text=True)
+            process.stdin.write(text)
+            process.stdin.close()
+            self.processes.append(process)
 
     def running(self) -> bool:
         return any(p.poll() is None for p in self.processes)
@@ -122,5 +118,5 @@ def run_workers(req: SearchRequest, *, echo=print) -> SearchOutcome:
                       for p in placements)
     echo(f"space {req.space.path} ({req.space.fingerprint}); {req.workers} trials at a time, "
          f"{req.workers} worker processes: {where}")
-    workers = WorkerProcesses([_worker_command(req, p) for p in placements])
+    workers = WorkerProcesses(worker_requests(req, placements))
     return coordinate(session, workers, echo=echo)

@@ -18,27 +18,16 @@ import socket
 from collections.abc import Callable
 from dataclasses import replace
 
+from pipeline.core import env
 from pipeline.core.errors import UsageError, first_line
 from pipeline.core.stores import local_file
 from pipeline.scale.coordinator import WorkerGroup, coordinate
 from pipeline.scale.processes import WORKERS_PER_GPU
-from pipeline.search.loop import (
-    SearchInterrupted,
-    SearchOutcome,
-    SearchRequest,
-    open_search,
-    space_for,
-)
-from pipeline.study.liveness import HOST_ENV
+from pipeline.search.loop import SearchInterrupted, SearchOutcome, open_search, space_for
+from pipeline.search.request import SearchRequest
 from pipeline.study.space import SearchSpace
 from pipeline.study.storage import is_journal, redact
 
-RAY_ADDRESS_ENV = "PIPELINE_RAY_ADDRESS"
-# What a node calls the stores, when it reaches them under other names than the driver does
-# (inside docker-compose or Kubernetes: postgres:5432 and mlflow:5000, not 127.0.0.1). Set on the
-# nodes (docker-compose.yml, deploy/kuberay.yaml); a worker prefers them to the driver's.
-NODE_STORAGE_ENV = "PIPELINE_NODE_STORAGE"
-NODE_TRACKING_ENV = "PIPELINE_NODE_TRACKING_URI"
 LOCAL = "local"  # `--ray` with no address: a Ray instance of this command's own
 # How often Ray restarts a worker whose process or node died. Its loop is submitted again until
 # the restarted worker takes it (max_task_retries=-1): while a lost node's actors move, calls
@@ -46,10 +35,6 @@ LOCAL = "local"  # `--ray` with no address: a Ray instance of this command's own
 ACTOR_RESTARTS = 3
 # How long the cluster may take to place the workers before the search gives up on it.
 PLACEMENT_SECONDS = 180
-# Passed on to the workers: where the runs go, where MNIST is cached, and what every `pipeline`
-# process runs with (cli.configure_environment).
-FORWARDED_ENV = ("PIPELINE_DATA_DIR", "MLFLOW_LOGGING_LEVEL",
-                 "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "MLFLOW_DEFAULT_PREDICTION_DEVICE")
 
 
 class RayError(UsageError):
@@ -92,7 +77,7 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
     except OSError as e:
         raise RayError(f"the Ray cluster at {address} is unreachable ({e.strerror or e}); start "
                        "it (`ray start --head`, `docker-compose up ray-head`) or fix --ray / "
-                       f"{RAY_ADDRESS_ENV}") from None
+                       f"{env.RAY_ADDRESS.name}") from None
 
 
 def _actor_class(ray):
@@ -104,19 +89,17 @@ def _actor_class(ray):
             return {"node": ray.get_runtime_context().get_node_id(),
                     "host": socket.gethostname(), "pid": os.getpid()}
 
-        def run(self, req: SearchRequest) -> str:
-            from pipeline.search.loop import run_search
+        def run(self, request: str) -> str:
+            """The search worker of scale.worker, on ``request`` (a SearchRequest as JSON)."""
+            from pipeline.scale.worker import run_worker
 
             context = ray.get_runtime_context()
             # This node stands for this worker's host: only processes on it judge the worker by
-            # its process id, every other by its heartbeats (liveness.py).
-            os.environ[HOST_ENV] = f"{socket.gethostname()}/ray-{context.get_node_id()[:12]}"
-            if os.environ.get(NODE_TRACKING_ENV):
-                os.environ["MLFLOW_TRACKING_URI"] = os.environ[NODE_TRACKING_ENV]
-            storage = os.environ.get(NODE_STORAGE_ENV) or req.storage_url
+            # its process id, every other by its heartbeats (study.liveness).
+            node = context.get_node_id()[:12]
+            os.environ[env.WORKER_HOST.name] = f"{socket.gethostname()}/ray-{node}"
             try:
-                return run_search(replace(req, storage_url=storage, quiet=True,
-                                          should_stop=context.is_canceled)).stopped_by
+                return run_worker(request, should_stop=context.is_canceled)
             except SearchInterrupted:
                 if context.is_canceled():
                     return "interrupted"  # the driver asked: its trial was queued again
@@ -131,7 +114,9 @@ class RayWorkers(WorkerGroup):
     def __init__(self, ray, actors: list, req: SearchRequest) -> None:
         self.ray = ray
         self.actors = actors
-        self.pending = [actor.run.remote(req) for actor in actors]
+        # Every actor runs the same request, quiet: the driver draws progress and reports.
+        request = replace(req, quiet=True).to_json()
+        self.pending = [actor.run.remote(request) for actor in actors]
         self.errors: list[str] = []
         self.stopping = False
 
@@ -170,12 +155,8 @@ class RayWorkers(WorkerGroup):
 
 
 def _worker_env() -> dict[str, str]:
-    import mlflow
-
-    env = {name: os.environ[name] for name in FORWARDED_ENV if os.environ.get(name)}
-    env["MLFLOW_TRACKING_URI"] = mlflow.get_tracking_uri()
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+    # The stores travel in the request; these are the process settings every worker runs with.
+    return {**env.forwarded(), "PYTHONUNBUFFERED": "1"}
 
 
 def _worker_count(resources: dict, cpus: float, gpus: float) -> int:
@@ -201,11 +182,9 @@ def run_on_ray(asked: SearchSpace, *, explicit_space: bool,
     """Drive a search whose workers are Ray actors. ``workers``/``gpus_per_worker`` None: what
     the cluster fits (on GPUs, WORKERS_PER_GPU per GPU). The space falls back to its CPU space,
     unless named, when the cluster has no GPU; ``make_request`` makes the search of a space."""
-    import mlflow
-
     ray = import_ray()
     probe = make_request(asked)
-    check_storages(probe.storage_url, mlflow.get_tracking_uri(), address)
+    check_storages(probe.storage_url, probe.tracking_uri, address)
     check_reachable(address)
     # Ray's own notices (a local instance's token set-up, connecting) are not the user's business.
     logging.getLogger("ray").setLevel(logging.ERROR)

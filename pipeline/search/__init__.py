@@ -5,8 +5,8 @@ run (trial)."""
 from pipeline.core.exports import exports
 
 __getattr__, __dir__, __all__ = exports(__name__, {
-    "loop": ["SearchInterrupted", "SearchOutcome", "SearchRequest", "choose_space", "open_search",
-             "run_search"],
+    "loop": ["SearchInterrupted", "SearchOutcome", "choose_space", "open_search", "run_search"],
+    "request": ["SearchRequest"],
     "orphans": ["reconcile"],
     "trial": ["TrialRunner"],
 })

@@ -10,11 +10,9 @@ run outside it (trial.py); its outcome goes to Optuna and MLflow through one tab
 from __future__ import annotations
 
 import signal
-import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -41,8 +39,10 @@ from pipeline.core.keys import (
 )
 from pipeline.core.outcomes import COMPLETE, STUDY_FINISHED, STUDY_INTERRUPTED
 from pipeline.core.progress import SearchProgress
+from pipeline.core.signals import interrupt_on_signals
 from pipeline.data.splits import DataSplits, load_mnist, split_train_val
 from pipeline.search.orphans import reconcile
+from pipeline.search.request import SearchRequest
 from pipeline.search.trial import TrialRunner
 from pipeline.study import optuna_private
 from pipeline.study.locking import StudyLock, study_lock
@@ -60,29 +60,6 @@ class SearchInterrupted(PipelineError):
     def __init__(self, message: str, signum: int) -> None:
         super().__init__(message)
         self.exit_code = 128 + signum
-
-
-@dataclass
-class SearchRequest:
-    space: SearchSpace
-    trials: int  # the study's target number of finished trials
-    study_name: str
-    storage_url: str
-    seed: int
-    device: str = "auto"
-    timeout: float | None = None  # seconds; no new trial starts after it
-    force: bool = False
-    data_dir: Path | None = None
-    report_dir: Path = Path("reports")
-    report: bool = True
-    heartbeat_interval: int | None = None
-    grace_period: int | None = None
-    workers: int = 1  # processes sharing this study (this one included)
-    threads: int | None = None  # torch CPU threads for this process
-    quiet: bool = False  # a worker of a coordinated search: errors only
-    # Polled between trials and after every epoch: True stops the search as Ctrl-C does (a
-    # Ray worker passes Ray's cancellation flag; a process gets signals instead).
-    should_stop: Callable[[], bool] | None = None
 
 
 @dataclass
@@ -114,26 +91,6 @@ def space_for(space: SearchSpace, *, explicit: bool, has_gpu: bool, echo) -> Sea
         echo(f"Note: {space.path} is sized for a GPU and this search runs on the CPU; "
              f"expect it to be slow ({fallback.path} is the CPU-sized space).")
     return space
-
-
-@contextmanager
-def interrupt_on_signals() -> Iterator[dict]:
-    """SIGTERM behaves like Ctrl-C (KeyboardInterrupt), so both take the same clean path."""
-    received: dict = {}
-    if threading.current_thread() is not threading.main_thread():
-        yield received  # only the main thread may handle signals (a threaded host's worker)
-        return
-
-    def handler(signum, frame):
-        received["signal"] = signum
-        raise KeyboardInterrupt
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield received
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 def show_best(progress: SearchProgress, study: optuna.Study) -> None:
@@ -168,7 +125,7 @@ class Session:
 def open_search(req: SearchRequest, *, echo=print) -> Session:
     """Create or resume the study, its experiment and parent run; close what dead workers left."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own lines say what happened
-    ensure_reachable()  # before the study's storage is written to
+    ensure_reachable(req.tracking_uri)  # before the study's storage is written to
     storage = open_storage(req.storage_url, heartbeat_interval=req.heartbeat_interval,
                            grace_period=req.grace_period)
     tune_sqlite_for_search(storage)
@@ -176,7 +133,7 @@ def open_search(req: SearchRequest, *, echo=print) -> Session:
     # Two workers starting together must not make two parent runs, nor both set up a fresh
     # MLflow database (its client migrates the schema as soon as it is made).
     with lock:
-        tracker = Tracker()
+        tracker = Tracker(req.tracking_uri)
         study, created = create_or_resume(storage, req.study_name, req.space, req.seed,
                                           force=req.force)
         study.set_user_attr(ATTR_TARGET, req.trials)
@@ -261,19 +218,22 @@ def run_claimed(study: optuna.Study, trial: optuna.Trial,
                       state=TrialState[result.outcome.trial_state])
 
 
-def run_trials(session: Session, data: DataSplits, progress: SearchProgress) -> str:
-    """Claim and run trials until the study holds its target; returns why it stopped."""
+def run_trials(session: Session, data: DataSplits, progress: SearchProgress,
+               should_stop: Callable[[], bool] | None = None) -> str:
+    """Claim and run trials until the study holds its target; returns why it stopped.
+    ``should_stop`` is polled between trials and after every epoch: True stops the search as
+    Ctrl-C does (a Ray worker passes Ray's cancellation flag; a process gets signals)."""
     req, study = session.req, session.study
     runner = TrialRunner(space=req.space, data=data, tracker=session.tracker,
                          experiment_id=session.experiment_id,
                          parent_run_id=session.parent.run_id, study_name=req.study_name,
                          device=str(choose_device(req.device)), seed=req.seed,
-                         progress=progress, should_stop=req.should_stop)
+                         progress=progress, should_stop=should_stop)
     show_best(progress, study)
     deadline = time.monotonic() + req.timeout if req.timeout else None
     poll = min(5.0, float(req.heartbeat_interval or 5))
     while True:
-        if req.should_stop is not None and req.should_stop():
+        if should_stop is not None and should_stop():
             raise KeyboardInterrupt
         if deadline is not None and time.monotonic() >= deadline:
             return "timeout"
@@ -328,8 +288,10 @@ def interrupted(session: Session, signum: int) -> SearchInterrupted:
         f"the same `pipeline search` to resume ({count_trials(session.study).line()})", signum)
 
 
-def run_search(req: SearchRequest, *, echo=print) -> SearchOutcome:
-    """One worker, start to finish: open, load data, run trials, report."""
+def run_search(req: SearchRequest, *, echo=print,
+               should_stop: Callable[[], bool] | None = None) -> SearchOutcome:
+    """One worker, start to finish: open, load data, run trials, report (see run_trials for
+    ``should_stop``)."""
     if req.threads:
         torch.set_num_threads(req.threads)
     say = (lambda line: None) if req.quiet else echo
@@ -341,7 +303,7 @@ def run_search(req: SearchRequest, *, echo=print) -> SearchOutcome:
                               echo=say, enabled=not req.quiet)
     with interrupt_on_signals() as received:
         try:
-            stopped_by = run_trials(session, data, progress)
+            stopped_by = run_trials(session, data, progress, should_stop)
         except KeyboardInterrupt:
             raise interrupted(session, received.get("signal", signal.SIGINT)) from None
         finally:

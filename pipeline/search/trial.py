@@ -38,8 +38,9 @@ from pipeline.core.keys import (
     TAG_TRIAL_ID,
     TAG_WORKER,
 )
+from pipeline.core.metric import format_value, value_of
 from pipeline.core.outcomes import COMPLETE, OUT_OF_MEMORY, Outcome, outcome_of, reason_for
-from pipeline.core.progress import SearchProgress, format_value
+from pipeline.core.progress import SearchProgress
 from pipeline.core.timings import Stopwatch, overhead
 from pipeline.data.splits import DataSplits
 from pipeline.study import optuna_private
@@ -107,7 +108,7 @@ class TrialRunner:
                 inside_val_size=self.space.report_val_size, watch=watch,
                 title=f"trial {trial.number}: validation accuracy {{accuracy:.2%}}")
             final = fitted.result.final
-            value = final.val_accuracy if self.space.metric == "val_accuracy" else final.val_loss
+            value = value_of(self.space.metric, final)
             attrs = {ATTR_MODEL_URI: fitted.model_uri, ATTR_VAL_ACCURACY: final.val_accuracy,
                      ATTR_TRAIN_SECONDS: round(fitted.seconds, 3)}
         except (Exception, KeyboardInterrupt) as e:  # every way a trial can end is an outcome
@@ -166,7 +167,7 @@ class TrialRunner:
         def on_report(report: Report) -> None:
             self.epochs_done = (int(report.epochs) if report.epochs.is_integer()
                                 else report.epochs)
-            value = report.val_accuracy if metric == "val_accuracy" else report.val_loss
+            value = value_of(metric, report)
             with watch("optuna"):
                 trial.report(value, report.step)
                 prune = trial.should_prune()

@@ -8,13 +8,13 @@ a digit reader, before the server starts: a missing champion is one line, not a 
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from pipeline.core.errors import UsageError
+from pipeline.core.signals import interrupt_on_signals
 from pipeline.ship.imaging import ImageError, to_mnist
 from pipeline.ship.models import DigitModel
 
@@ -24,8 +24,6 @@ SEEN_SCALE = 8  # the 28x28 image is shown 224x224, each pixel a visible square
 
 
 def require_gradio():
-    # No usage statistics sent from a demo on loopback (and no waiting on a network it lacks).
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     try:
         import gradio
     except ImportError:
@@ -101,5 +99,7 @@ def run_demo(uri: str, host: str, port: int, echo=print) -> None:
     model = DigitModel(uri)  # no model, or not a digit reader: one line, before any server
     app = build_app(model)
     echo(f"demo of {uri} at http://{host}:{port}  (Ctrl-C to stop)")
-    app.launch(server_name=host, server_port=port, share=False, quiet=True,
-               show_error=True)
+    # Gradio closes its server on KeyboardInterrupt: SIGTERM stops it as Ctrl-C does.
+    with interrupt_on_signals():
+        app.launch(server_name=host, server_port=port, share=False, quiet=True,
+                   show_error=True)

@@ -26,7 +26,7 @@ from pipeline.ship.models import DigitModel, registered_reference
 INSTALL_HINT = 'pip install -e ".[export]"'
 INPUT_NAME = "pixels"
 OUTPUT_NAMES = ("probabilities", "digit")
-# What "the same model" means after conversion (issue 13): float32 kernels of two runtimes may
+# What "the same model" means after conversion: float32 kernels of two runtimes may
 # round differently, so a digit whose two best probabilities tie within rounding may flip.
 MIN_SAME_DIGITS = 0.999
 MAX_PROBABILITY_DIFFERENCE = 1e-3

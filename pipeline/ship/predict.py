@@ -12,11 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.core.keys import CHAMPION, DEFAULT_MODEL_NAME
+from pipeline.core.keys import DEFAULT_MODEL_URI
 from pipeline.ship.imaging import ImageError, read_digit
 from pipeline.ship.models import DigitModel
-
-DEFAULT_MODEL_URI = f"models:/{DEFAULT_MODEL_NAME}@{CHAMPION}"
 
 
 @dataclass

@@ -17,6 +17,7 @@ import numpy as np
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from pipeline.core import metric
 from pipeline.core.errors import PipelineError, UsageError, first_line
 from pipeline.core.keys import (
     ATTR_DATA_CHECKSUM,
@@ -31,16 +32,12 @@ from pipeline.core.keys import (
     VERSION_TAG_PREFIX,
 )
 from pipeline.core.stores import require_tracking_store
-from pipeline.data.splits import Mnist
+from pipeline.data.splits import Mnist, to_unit_pixels
 from pipeline.ship.models import load_pyfunc
 from pipeline.study.studies import open_existing_study, study_metric
 from pipeline.study.trials import best_trial
 from pipeline.track.runs import Tracker, TrackingError
 from pipeline.train.diagnostics import DIGITS
-
-# Lineage tags on every registered version.
-LINEAGE = ("study", "trial_number", "run_id", "val_accuracy", "test_accuracy", "data_checksum",
-           "space_fingerprint", "model_uri")
 
 
 class PromotionError(PipelineError):
@@ -93,7 +90,7 @@ def candidate_from_study(storage_url: str, study_name: str | None) -> Candidate:
     if best is None or ATTR_MODEL_URI not in best.user_attrs:
         raise PromotionError(f"study {name!r} has no complete trial with a logged model yet; "
                              "run `pipeline search` first")
-    if study_metric(study) == "val_accuracy":
+    if study_metric(study) == metric.ACCURACY:
         val = best.value
     else:  # a loss-optimising study: its trials record their validation accuracy beside it
         val = best.user_attrs.get(ATTR_VAL_ACCURACY, float("nan"))
@@ -125,7 +122,7 @@ def candidate_from_run(client: MlflowClient, run_id: str) -> Candidate:
 
 
 def held_out_images(mnist: Mnist) -> tuple[np.ndarray, np.ndarray]:
-    return (mnist.test.images.float() / 255.0).numpy(), mnist.test.labels.numpy()
+    return to_unit_pixels(mnist.test.images).numpy(), mnist.test.labels.numpy()
 
 
 def predict_digits(model_uri: str, images: np.ndarray, batch: int = 2000) -> np.ndarray:

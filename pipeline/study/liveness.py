@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import socket
 
+from pipeline.core import env
+
 
 def _start_ticks(pid: int) -> str:
     """The process's start time in clock ticks since boot (Linux), so a reused pid is not
@@ -17,14 +19,11 @@ def _start_ticks(pid: int) -> str:
         return ""
 
 
-# Set in a Ray worker: its node stands for its host. Two Ray nodes on one machine are two
-# machines to `pipeline`, so a worker is judged by its process id only from its own node, and by
-# its heartbeats from anywhere else.
-HOST_ENV = "PIPELINE_WORKER_HOST"
-
-
 def this_host() -> str:
-    return os.environ.get(HOST_ENV) or socket.gethostname()
+    # Set in a Ray worker: its node stands for its host. Two Ray nodes on one machine are two
+    # machines to `pipeline`, so a worker is judged by its process id only from its own node,
+    # and by its heartbeats from anywhere else.
+    return env.WORKER_HOST.get() or socket.gethostname()
 
 
 def worker_id(pid: int | None = None) -> str:

@@ -3,18 +3,19 @@
 A worker takes the lock, counts the study's trials, and if there is room creates its next trial;
 it lets go as soon as the trial exists (search.claim_next_trial, a `with` block). On PostgreSQL
 the lock is a session advisory lock, so workers on different machines serialise too; on a file
-storage (SQLite, Optuna's journal) it is an flock on a file beside it, which covers the
+storage (SQLite, Optuna's journal) it is a lock on a file beside it, which covers the
 processes of one machine.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import os
 from pathlib import Path
 
+import filelock
 import optuna
+
+from pipeline.core.stores import local_file
 
 
 class StudyLock:
@@ -34,19 +35,17 @@ class StudyLock:
 
 
 class _FileLock(StudyLock):
+    """An exclusive lock on a file beside the storage: filelock takes it with flock on POSIX and
+    msvcrt on Windows, and the system lets go of it when a worker dies holding it."""
+
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd: int | None = None
+        self._lock = filelock.FileLock(path)
 
     def acquire(self) -> None:
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        self._lock.acquire()
 
     def release(self) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
+        self._lock.release()
 
 
 class _PostgresLock(StudyLock):
@@ -90,7 +89,5 @@ def study_lock(storage: optuna.storages.BaseStorage, storage_url: str,
             return _FileLock(Path(f"{engine.url.database}.{study_name}.lock"))
         return StudyLock()  # other databases: no cross-process guard
     if isinstance(storage, optuna.storages.JournalStorage):
-        from pipeline.study.storage import journal_path
-
-        return _FileLock(Path(f"{journal_path(storage_url)}.{study_name}.lock"))
+        return _FileLock(Path(f"{local_file(storage_url)}.{study_name}.lock"))
     return StudyLock()

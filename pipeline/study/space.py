@@ -45,11 +45,12 @@ from pipeline.core.hparams import (
     read_yaml_mapping,
     unknown_key_message,
 )
+from pipeline.core.metric import DEFAULT as DEFAULT_METRIC
+from pipeline.core.metric import DIRECTIONS
 from pipeline.core.settings import MODEL_KEYS, DataSettings, TrainSettings
 
 SECTIONS = ("description", "cpu_fallback", "study", "data", "fixed", "presets", "params")
 STUDY_KEYS = ("metric", "sampler", "pruner")
-METRICS = {"val_accuracy": "maximize", "val_loss": "minimize"}
 SAMPLERS = ("tpe", "random", "grid")
 SAMPLER_DEFAULTS = {"type": "tpe", "seed": 0, "n_startup_trials": 10}
 # Each pruner's keys with their defaults, and the least whole number each key takes. A step is
@@ -133,6 +134,9 @@ class SearchSpace:
     presets: dict[str, dict[str, dict[str, Any]]]
     params: tuple[ParamSpec, ...]
     cpu_fallback: str | None
+    # The file's mapping as read: parse_space(source, path) makes this space again, wherever the
+    # file is not (a worker on another machine gets the space with its request).
+    source: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def reports_per_epoch(self) -> int:
@@ -255,8 +259,8 @@ def parse_space(raw: dict, path: Path) -> SearchSpace:
         raise parse.fail("cpu_fallback", "expected the name or path of another space file")
     space = SearchSpace(
         name=path.stem, path=path, description=str(raw.get("description") or "").strip(),
-        metric=metric, direction=METRICS[metric], sampler=sampler, pruner=pruner, data=data,
-        fixed=fixed, presets=presets, params=params, cpu_fallback=fallback,
+        metric=metric, direction=DIRECTIONS[metric], sampler=sampler, pruner=pruner, data=data,
+        fixed=fixed, presets=presets, params=params, cpu_fallback=fallback, source=raw,
     )
     _check_every_value(space, parse.fail)
     _check_every_architecture(space, parse.fail)
@@ -286,10 +290,10 @@ class _Parser:
 
     def study(self, study, val_size: int) -> tuple[str, dict, dict]:
         self.keys(study, STUDY_KEYS, "study")
-        metric = study.get("metric", "val_accuracy")
-        if metric not in METRICS:
+        metric = study.get("metric", DEFAULT_METRIC)
+        if metric not in DIRECTIONS:
             raise self.fail("study.metric", f"unknown metric {metric!r}; use one of "
-                                            f"{', '.join(METRICS)}")
+                                            f"{', '.join(DIRECTIONS)}")
         sampler = self.study_part(study.get("sampler"), "sampler", SAMPLER_DEFAULTS, SAMPLERS,
                                   {"seed": 0, "n_startup_trials": 0})
         return metric, sampler, self.pruner(study.get("pruner"), val_size)

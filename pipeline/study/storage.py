@@ -6,31 +6,28 @@ search, worker and reading command opens its study's storage here.
 
 from __future__ import annotations
 
-import os
+import re
 import warnings
 
 import optuna
 import sqlalchemy
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
+from pipeline.core import env
 from pipeline.core.errors import UsageError, first_line
-from pipeline.core.stores import require_study_store
+from pipeline.core.stores import local_file, require_study_store
 
-STORAGE_ENV = "PIPELINE_STORAGE"
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 SQLITE_BUSY_SECONDS = 60
 
 
 def default_storage() -> str:
-    return os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
+    return env.STORAGE.get(DEFAULT_STORAGE)
 
 
 def is_journal(url: str) -> bool:
     return url.startswith("journal:") or url.endswith(".journal")
-
-
-def journal_path(url: str) -> str:
-    """journal:///abs/path.journal, journal:rel.journal or a bare *.journal path -> the path."""
-    return url.removeprefix("journal:").removeprefix("//") if url.startswith("journal:") else url
 
 
 def open_storage(url: str, *, heartbeat_interval: int | None = None,
@@ -46,7 +43,7 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None,
     if is_journal(url):
         from optuna.storages.journal import JournalFileBackend
 
-        return optuna.storages.JournalStorage(JournalFileBackend(journal_path(url)))
+        return optuna.storages.JournalStorage(JournalFileBackend(str(local_file(url))))
     if "://" not in url:
         raise UsageError(f"storage {url!r} is not a database URL; use e.g. sqlite:///optuna.db, "
                          "postgresql://user@host/db or journal:///path/optuna.journal")
@@ -76,8 +73,6 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None,
 def _require_driver(url: str) -> None:
     """A database URL whose Python driver is missing is one line naming what to install (Optuna
     would say "Please install appropriate one")."""
-    from sqlalchemy.engine import make_url
-
     try:
         dialect = make_url(url).get_dialect()
     except Exception as e:  # noqa: BLE001 - SQLAlchemy reports bad URLs in many types
@@ -121,14 +116,12 @@ def tune_sqlite_for_search(storage: optuna.storages.BaseStorage) -> None:
 
 
 def redact(url: str) -> str:
-    """A storage URL without its password, safe to log."""
-    if "://" not in url or "@" not in url:
+    """A storage URL without its password, safe to log (file paths and journals as they are)."""
+    if "://" not in url:
         return url
-    scheme, rest = url.split("://", 1)
-    credentials, host = rest.rsplit("@", 1)
-    if ":" not in credentials:
-        return url  # a user name and no password
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):  # not a URL SQLAlchemy reads: hide all before the host
+        return re.sub(r"://[^/]*@", "://***@", url)
 
 

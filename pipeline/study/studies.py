@@ -8,6 +8,7 @@ from datetime import datetime
 
 import optuna
 
+from pipeline.core import metric
 from pipeline.core.errors import UsageError
 from pipeline.core.keys import (
     ATTR_FINGERPRINT,
@@ -59,7 +60,7 @@ def open_existing_study(url: str, name: str | None, **storage_options) -> optuna
     return load_study(storage, resolve_study_name(storage, name, url))
 
 
-def study_metric(study: optuna.Study, default: str = "val_accuracy") -> str:
+def study_metric(study: optuna.Study, default: str = metric.DEFAULT) -> str:
     """The metric the study optimises, as its search space recorded it."""
     return json.loads(study.user_attrs.get(ATTR_SPACE, "{}")).get("metric", default)
 

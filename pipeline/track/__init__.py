@@ -6,7 +6,8 @@ Knows no Optuna."""
 from pipeline.core.exports import exports
 
 __getattr__, __dir__, __all__ = exports(__name__, {
-    "runs": ["RunLog", "Tracker", "TrackingError", "ensure_reachable", "library_versions"],
+    "runs": ["RunLog", "Tracker", "TrackingError", "ensure_reachable", "existing_tracker",
+             "library_versions"],
     "artifacts": ["MODEL_SIGNATURE", "log_diagnostics", "log_model"],
     "tracked_training": ["TrackedFit", "tracked_fit"],
     "train_command": ["train_one"],

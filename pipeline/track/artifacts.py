@@ -4,14 +4,18 @@ per-digit accuracy, a picture of its mistakes, and the model itself in MLflow's 
 from __future__ import annotations
 
 import copy
+import os
+import tempfile
 
 import mlflow
 import numpy as np
 import torch
-from mlflow.models import ModelSignature
+from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+from mlflow.models import Model, ModelSignature
 from mlflow.types import Schema, TensorSpec
 
 from pipeline.core.settings import ModelSpec
+from pipeline.data.splits import to_unit_pixels
 from pipeline.track.runs import RunLog
 from pipeline.train.diagnostics import Diagnostics, confusion_image, mistakes_image
 from pipeline.train.model import DigitReader
@@ -46,29 +50,38 @@ def log_model(run: RunLog, net: torch.nn.Module, spec: ModelSpec,
     predict` can rebuild the network and report probabilities too.
     """
     with run.watch("mlflow_model"):  # the copy and the export included
-        return _log_model(run, net, spec, example_images)
+        reader = DigitReader(copy.deepcopy(net).float().cpu()
+                             .to(memory_format=torch.contiguous_format)).eval()
+        # Two examples, not one: torch.export would specialise a batch dimension of size 1.
+        example = to_unit_pixels(example_images[:2]).numpy()
+        return _log_logged_model(run, reader, spec, example)
 
 
-def _log_model(run: RunLog, net: torch.nn.Module, spec: ModelSpec,
-               example_images: torch.Tensor) -> str:
-    reader = DigitReader(copy.deepcopy(net).float().cpu()
-                         .to(memory_format=torch.contiguous_format)).eval()
-    # Two examples, not one: torch.export would specialise a batch dimension of size 1.
-    example = (example_images[:2].float() / 255.0).numpy()
-    # MLflow files a logged model under the fluent "current experiment" when no fluent run
-    # is active; point it at this run's (a fluent run would force the status on exit).
-    mlflow.set_tracking_uri(run.client.tracking_uri)
-    mlflow.set_experiment(experiment_id=run.experiment_id)
-    info = mlflow.pytorch.log_model(
-        reader, name=MODEL_NAME_IN_RUN, run_id=run.run_id,
-        signature=MODEL_SIGNATURE, input_example=example,
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-        # MLflow would load the file it just wrote and run the example through it: half of
-        # the model's cost per trial (0.15 s), for a check `pipeline promote` makes anyway
-        # (it loads the model and measures it on the test set before registering it).
-        validate_serving_input=False,
-        metadata={"pipeline_architecture": spec.to_dict(),
-                  "input": "float32 (N, 28, 28) pixels in [0, 1], white digit on black",
-                  "output": "int64 (N,) predicted digits"},
-    )
-    return info.model_uri
+def _log_logged_model(run: RunLog, reader: DigitReader, spec: ModelSpec,
+                      example: np.ndarray) -> str:
+    """What ``mlflow.pytorch.log_model`` does, through this run's client: MLflow's fluent call
+    files the model under the process-wide tracking URI and "current experiment", which a
+    library must not set. A logged model of the run's experiment, linked to the run as its
+    output; saved by MLflow's PyTorch flavour; uploaded; marked READY (FAILED if any step
+    fails)."""
+    client = run.client
+    model = client.create_logged_model(run.experiment_id, name=MODEL_NAME_IN_RUN,
+                                       source_run_id=run.run_id)
+    try:
+        client.log_outputs(run.run_id, [LoggedModelOutput(model.model_id, step=0)])
+        with tempfile.TemporaryDirectory() as scratch:
+            local = os.path.join(scratch, MODEL_NAME_IN_RUN)
+            mlflow.pytorch.save_model(
+                reader, local, signature=MODEL_SIGNATURE, input_example=example,
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                mlflow_model=Model(artifact_path=model.artifact_location, run_id=run.run_id,
+                                   model_uuid=model.model_id, model_id=model.model_id),
+                metadata={"pipeline_architecture": spec.to_dict(),
+                          "input": "float32 (N, 28, 28) pixels in [0, 1], white digit on black",
+                          "output": "int64 (N,) predicted digits"})
+            client.log_model_artifacts(model.model_id, local)
+    except BaseException:
+        client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
+        raise
+    client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+    return f"models:/{model.model_id}"

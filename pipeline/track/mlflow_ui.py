@@ -11,9 +11,9 @@ from urllib.parse import urlparse
 
 import mlflow
 
+from pipeline.core import env
 from pipeline.core.errors import UsageError
-
-JOB_EXECUTION_ENV = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
+from pipeline.core.signals import interrupt_on_signals
 
 
 def _absolute(uri: str) -> str:
@@ -50,7 +50,7 @@ def ui_command(host: str, port: int) -> tuple[list[str] | None, str]:
 
 def ui_env() -> dict[str, str]:
     """The server's environment: ours, without MLflow's job runner (see ui_command)."""
-    return {**os.environ, JOB_EXECUTION_ENV: "false"}
+    return {**os.environ, **{d.name: d.value for d in env.UI_SERVER_DEFAULTS}}
 
 
 def run_ui(host: str, port: int, echo=print) -> int:
@@ -62,18 +62,13 @@ def run_ui(host: str, port: int, echo=print) -> int:
     # The server runs in its own process group: its workers are grandchildren, and stopping
     # only the direct child would leave them serving the port.
     server = subprocess.Popen(command, start_new_session=True, env=ui_env())
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: _raise_interrupt())
     try:
-        return server.wait()
+        with interrupt_on_signals():
+            return server.wait()
     except KeyboardInterrupt:
         return 0
     finally:
-        signal.signal(signal.SIGTERM, previous)
         _stop_group(server)
-
-
-def _raise_interrupt() -> None:
-    raise KeyboardInterrupt
 
 
 def _stop_group(server: subprocess.Popen) -> None:

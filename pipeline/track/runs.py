@@ -27,6 +27,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 import pipeline
 from pipeline.core.errors import PipelineError, first_line
 from pipeline.core.outcomes import Outcome
+from pipeline.core.stores import tracking_store_exists
 from pipeline.core.timings import Stopwatch
 
 if TYPE_CHECKING:
@@ -109,6 +110,13 @@ class Tracker:
         return RunLog(self.client, run_id, run.info.experiment_id)
 
 
+def existing_tracker() -> Tracker | None:
+    """The configured tracking store for a command that only reads; None where it is a SQLite
+    file that is not there (opening it would create an empty one)."""
+    uri = mlflow.get_tracking_uri()
+    return Tracker(uri) if tracking_store_exists(uri) else None
+
+
 class RunLog:
     """Everything logged to one run, one batch per call.
 
@@ -122,10 +130,6 @@ class RunLog:
         self.experiment_id = experiment_id
         self.watch = Stopwatch()  # seconds in MLflow calls, by phase (timings.py)
 
-    @property
-    def seconds_logging(self) -> float:
-        return sum(self.watch.seconds.values())
-
     def _timed(self, phase: str, fn, *args, **kwargs):
         with self.watch(phase):
             return fn(*args, **kwargs)
@@ -138,7 +142,7 @@ class RunLog:
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         self._timed("mlflow_params", self.client.log_batch, self.run_id,
-                    tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+                    tags=_run_tags(tags))
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         now = int(time.time() * 1000)
@@ -162,7 +166,7 @@ class RunLog:
         with self.watch("mlflow_close"):
             if tags:
                 self.client.log_batch(self.run_id,
-                                      tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+                                      tags=_run_tags(tags))
             self.client.set_terminated(self.run_id, status)
 
 
@@ -171,3 +175,10 @@ def _param_value(value: Any) -> str:
         return f"{value:.6g}"
     return str(value)
 
+
+# MLflow stores a tag value of at most 5,000 characters (a reason can be a long error message).
+TAG_VALUE_LIMIT = 5000
+
+
+def _run_tags(tags: dict[str, Any]) -> list[RunTag]:
+    return [RunTag(k, str(v)[:TAG_VALUE_LIMIT]) for k, v in tags.items()]

@@ -22,7 +22,7 @@ from pipeline.core.errors import NonFiniteLossError
 from pipeline.core.settings import TrainSettings
 from pipeline.core.timings import Stopwatch
 from pipeline.data.augment import random_affine
-from pipeline.data.splits import DataSplits, Split
+from pipeline.data.splits import DataSplits, Split, to_unit_pixels
 from pipeline.train.plan import ExecutionPlan, configure_backends, plan_execution
 from pipeline.train.steps import StepRunner
 
@@ -113,11 +113,6 @@ def make_schedule(optimizer: torch.optim.Optimizer, s: TrainSettings, total_step
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
 
 
-def _to_pixels(images: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """uint8 (N, 28, 28) -> float (N, 1, 28, 28) in [0, 1]."""
-    return images.unsqueeze(1).to(dtype).div_(255.0)
-
-
 def _autocast(device: torch.device, precision: str, *, cache: bool = True):
     if precision == "bf16" and device.type in ("cuda", "cpu"):
         return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=cache)
@@ -148,7 +143,7 @@ def evaluate(
     predictions = torch.empty(len(labels), dtype=torch.long, device=device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     for start in range(0, len(labels), batch_size):
-        x = _to_pixels(images[start:start + batch_size], torch.float32)
+        x = to_unit_pixels(images[start:start + batch_size]).unsqueeze(1)
         x = x.contiguous(memory_format=memory_format)
         with _autocast(device, precision):
             logits = model(x)
@@ -224,7 +219,7 @@ def fit(
     cache_casts = not plan.cuda_graph
 
     def step(idx: torch.Tensor) -> None:
-        x = _to_pixels(train_x[idx], torch.float32)
+        x = to_unit_pixels(train_x[idx]).unsqueeze(1)
         x = random_affine(x, degrees=settings.rotation, translate=settings.translate,
                           generator=generator)
         x = x.contiguous(memory_format=memory_format)
