@@ -21,8 +21,8 @@ prove() {
     step "the CPU suite's core on CUDA"
     # These tests expect one search process; the GPU default (several workers) is proven below.
     PIPELINE_TEST_DEVICE=cuda PIPELINE_WORKERS=1 timeout 300 python3 -m pytest -q -p no:cacheprovider \
-        tests/test_train.py tests/test_model.py tests/test_augment.py tests/test_search.py \
-        tests/test_shipping.py -k "not browser and not mlflow_ui and not ui_refuses" \
+        tests/train tests/data/test_augment.py tests/search \
+        tests/ship/test_shipping.py -k "not browser and not mlflow_ui and not ui_refuses" \
         2>&1 | tee "$out/tests.txt" | tail -40
     step "3 trials of default.yaml on CUDA; their models loaded and run on the CPU"
     work=$(mktemp -d); cd "$work"
@@ -73,7 +73,7 @@ loader_and_tests() {
     # GPU machine should (MLFLOW_DEFAULT_PREDICTION_DEVICE=cpu).
     PIPELINE_TEST_DEVICE=cuda PIPELINE_WORKERS=1 MLFLOW_DEFAULT_PREDICTION_DEVICE=cpu \
         timeout 200 python3 -m pytest -q -p no:cacheprovider -rf --durations=8 \
-        tests/test_shipping.py tests/test_search.py \
+        tests/ship/test_shipping.py tests/search/test_search.py \
         -k "not browser and not mlflow_ui and not ui_refuses" 2>&1 | tee "$out/tests.txt" | tail -30
 }
 

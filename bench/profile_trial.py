@@ -30,7 +30,7 @@ def train_once(data, model_keys: dict, graph: str, args, *, profile: bool = Fals
 
     from pipeline.core.settings import ModelSpec, TrainSettings
     from pipeline.train.model import build_model
-    from pipeline.train.trainer import fit
+    from pipeline.train.trainer import Hooks, fit
 
     settings = TrainSettings(epochs=2, batch_size=args.batch_size, optimizer="adamw", lr=3e-3,
                              rotation=10.0, translate=0.05, device=args.device, cuda_graph=graph)
@@ -38,7 +38,8 @@ def train_once(data, model_keys: dict, graph: str, args, *, profile: bool = Fals
     epoch_seconds: list[float] = []
     busy = None
     if not profile:
-        result = fit(model, data, settings, on_epoch_end=lambda s: epoch_seconds.append(s.seconds))
+        result = fit(model, data, settings,
+                     Hooks(on_epoch_end=lambda s: epoch_seconds.append(s.seconds)))
         return result, epoch_seconds, busy
     from torch.profiler import ProfilerActivity, schedule
     from torch.profiler import profile as torch_profile
@@ -57,8 +58,8 @@ def train_once(data, model_keys: dict, graph: str, args, *, profile: bool = Fals
             epoch_seconds.append(stats.seconds)
             wall[stats.epoch] = stats.seconds
 
-        result = fit(model, data, settings, on_epoch_end=on_epoch, on_step=on_step,
-                     step_report_every=1)
+        result = fit(model, data, settings,
+                     Hooks(on_epoch_end=on_epoch, on_step=on_step, step_every=1))
         torch.cuda.synchronize()
     events = prof.key_averages()
     kernel_us = sum(e.self_device_time_total for e in events if e.device_type.name == "CUDA")

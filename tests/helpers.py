@@ -253,6 +253,12 @@ def assert_one_line_error(result: Result, *fragments: str, code: int | None = No
     return errors[0]
 
 
+def assert_wrote_nothing(folder: Path, *kept: str) -> None:
+    """A refused command left ``folder`` as it found it: only the test's own files (``kept``),
+    no store, no report, nothing half-written."""
+    assert sorted(p.name for p in Path(folder).iterdir()) == sorted(kept)
+
+
 def free_port() -> int:
     """A loopback port nothing listens on right now."""
     import socket

@@ -17,7 +17,7 @@ from pipeline.study.trials import count_trials, epochs_trained, ranked_trials
 
 
 def time_breakdown_table(study: optuna.Study) -> str:
-    """Where the finished trials' time went, by phase (timings.py): the total over all of them
+    """Where the finished trials' time went, by phase (core.timings): the total over all of them
     and the mean per complete and per pruned trial."""
     groups = {"complete": [], "pruned": []}
     timed = []
@@ -32,23 +32,23 @@ def time_breakdown_table(study: optuna.Study) -> str:
         return "Where the time went: no trial recorded its time by phase"
     total = sum(sum(s.values()) for s in timed) or 1.0
 
-    def mean(rows, phase):
-        return sum(r.get(phase, 0.0) for r in rows) / len(rows) if rows else float("nan")
+    def mean(rows, phase, width):  # a dash where no trial of the kind finished
+        if not rows:
+            return f"{'–':>{width}} "
+        return f"{sum(r.get(phase, 0.0) for r in rows) / len(rows):>{width}.3f}s"
 
     lines = [f"Where the time went ({len(timed)} finished trials, {total:,.0f} s):",
              f"  {'phase':<17}{'total s':>9}{'share':>7}{'per complete':>14}{'per pruned':>12}"]
     for phase in PHASES:
         spent = sum(s.get(phase, 0.0) for s in timed)
         lines.append(f"  {phase:<17}{spent:>9.1f}{spent / total:>7.1%}"
-                     f"{mean(groups['complete'], phase):>13.3f}s"
-                     f"{mean(groups['pruned'], phase):>11.3f}s")
+                     f"{mean(groups['complete'], phase, 13)}{mean(groups['pruned'], phase, 11)}")
     # The median beside the mean: a worker's first complete trial also pays one-time costs
     # (torch.export's first trace), which a search of few complete trials would spread thin.
-    per = {k: ((statistics.mean(map(overhead, rows)), statistics.median(map(overhead, rows)))
-               if rows else (float("nan"), float("nan"))) for k, rows in groups.items()}
-    lines.append(f"  overhead (all but {' and '.join(WORK)}), mean (median): "
-                 f"{per['complete'][0]:.3f} s ({per['complete'][1]:.3f} s) per complete trial, "
-                 f"{per['pruned'][0]:.3f} s ({per['pruned'][1]:.3f} s) per pruned trial")
+    per = [f"{statistics.mean(map(overhead, rows)):.3f} s "
+           f"({statistics.median(map(overhead, rows)):.3f} s) per {kind} trial" if rows
+           else f"no {kind} trial" for kind, rows in groups.items()]
+    lines.append(f"  overhead (all but {' and '.join(WORK)}), mean (median): {', '.join(per)}")
     return "\n".join(lines)
 
 

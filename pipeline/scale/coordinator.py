@@ -12,14 +12,8 @@ from pipeline.core.errors import PipelineError
 from pipeline.core.outcomes import STUDY_FAILED
 from pipeline.core.progress import SearchProgress
 from pipeline.core.signals import interrupt_on_signals
-from pipeline.search.loop import (
-    SearchOutcome,
-    Session,
-    close_search,
-    interrupted,
-    show_best,
-    show_finished,
-)
+from pipeline.search.loop import SearchOutcome, show_best, show_finished
+from pipeline.search.session import Session, close_search, interrupted
 from pipeline.study.trials import count_trials
 
 

@@ -19,8 +19,9 @@ import torch
 
 from pipeline.data.sources import ensure_mnist
 from pipeline.scale.coordinator import WorkerGroup, coordinate
-from pipeline.search.loop import SearchOutcome, open_search
+from pipeline.search.loop import SearchOutcome
 from pipeline.search.request import SearchRequest
+from pipeline.search.session import open_search
 
 # Trials that run at once on one GPU when the user does not say (--workers): small MNIST
 # networks leave a GPU mostly idle, so several processes share it. On an H100 the 50-trial

@@ -23,8 +23,9 @@ from pipeline.core.errors import UsageError, first_line
 from pipeline.core.stores import local_file
 from pipeline.scale.coordinator import WorkerGroup, coordinate
 from pipeline.scale.processes import WORKERS_PER_GPU
-from pipeline.search.loop import SearchInterrupted, SearchOutcome, open_search, space_for
+from pipeline.search.loop import SearchOutcome, space_for
 from pipeline.search.request import SearchRequest
+from pipeline.search.session import SearchInterrupted, open_search
 from pipeline.study.space import SearchSpace
 from pipeline.study.storage import is_journal, redact
 

@@ -1,11 +1,12 @@
-"""The search: open or resume the study, close what dead workers left (orphans), claim and run
-trials until the study holds its target (loop), one trial from sampled parameters to its closed
-run (trial)."""
+"""The search: what it is asked (request), its study opened and closed (session), trials claimed
+under the study lock (claim) and run until the study holds its target (loop), one trial from
+sampled parameters to its closed run (trial), and what dead workers left closed (orphans)."""
 
 from pipeline.core.exports import exports
 
 __getattr__, __dir__, __all__ = exports(__name__, {
-    "loop": ["SearchInterrupted", "SearchOutcome", "choose_space", "open_search", "run_search"],
+    "loop": ["SearchOutcome", "choose_space", "run_search"],
+    "session": ["SearchInterrupted", "open_search"],
     "request": ["SearchRequest"],
     "orphans": ["reconcile"],
     "trial": ["TrialRunner"],

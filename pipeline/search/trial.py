@@ -1,8 +1,8 @@
-"""One search trial: sample its hyperparameters, open its MLflow run, train with per-epoch reports
-so the pruner can stop it, and record how it ended (outcomes.py) on the trial and its run.
+"""One search trial: sample its hyperparameters, open its MLflow run, train with reports so the
+pruner can stop it, and record how it ended (core.outcomes) on the trial and its run.
 
-The search loop (search.py) creates the trial under the study lock and tells Optuna the outcome;
-this module runs what happens in between.
+The search loop (search.loop) creates the trial under the study lock and tells Optuna the
+outcome; this module runs what happens in between.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import optuna
 import torch
@@ -43,13 +43,13 @@ from pipeline.core.outcomes import COMPLETE, OUT_OF_MEMORY, Outcome, outcome_of,
 from pipeline.core.progress import SearchProgress
 from pipeline.core.timings import Stopwatch, overhead
 from pipeline.data.splits import DataSplits
+from pipeline.search.request import SearchRequest
 from pipeline.study import optuna_private
 from pipeline.study.liveness import worker_id
-from pipeline.study.space import SearchSpace
-from pipeline.track.runs import RunLog, Tracker, library_versions
-from pipeline.track.tracked_training import tracked_fit
+from pipeline.track.runs import RunLog, Tracker
+from pipeline.track.tracked_training import TrackedFit, TrainingJob, tracked_fit
 from pipeline.train.plan import choose_device
-from pipeline.train.trainer import EpochStats, Report
+from pipeline.train.trainer import EpochStats, Hooks, Report, Reporting
 
 
 @dataclass(frozen=True)
@@ -58,124 +58,151 @@ class TrialResult:
     value: float | None  # the study's metric, for a complete trial
 
 
+@dataclass(frozen=True)
+class StudyRuns:
+    """Where a study's trials are recorded: its MLflow experiment, under its parent run."""
+
+    tracker: Tracker
+    experiment_id: str
+    parent_run_id: str
+
+
+@dataclass
+class _Attempt:
+    """One call of the runner: the trial, where its time goes, and how far it got."""
+
+    trial: optuna.Trial
+    watch: Stopwatch = field(default_factory=Stopwatch)  # core.timings
+    start: float = field(default_factory=time.perf_counter)
+    epochs_done: float = 0  # as far as its last report
+    sampled: dict = field(default_factory=dict)
+
+
 class TrialRunner:
     """Runs trials of one study in this process, against one MLflow experiment."""
 
-    def __init__(self, *, space: SearchSpace, data: DataSplits, tracker: Tracker,
-                 experiment_id: str, parent_run_id: str, study_name: str, device: str,
-                 seed: int, progress: SearchProgress,
-                 should_stop: Callable[[], bool] | None = None) -> None:
-        self.space = space
+    def __init__(self, req: SearchRequest, data: DataSplits, runs: StudyRuns,
+                 progress: SearchProgress, should_stop: Callable[[], bool] | None = None) -> None:
+        self.req, self.space, self.runs = req, req.space, runs
+        self.device = str(choose_device(req.device))
         self.data = data  # on the CPU, for diagnostics and the model's input example
         # On the training device once for the whole search, not copied again for every trial.
-        self.device_data = data.to(choose_device(device))
-        self.tracker = tracker
-        self.experiment_id = experiment_id
-        self.parent_run_id = parent_run_id
-        self.study_name = study_name
-        self.device = device
-        self.seed = seed
+        self.device_data = data.to(self.device)
         self.progress = progress
         self.should_stop = should_stop
-        self.versions = library_versions()
         _import_what_trials_use()
 
     def __call__(self, trial: optuna.Trial) -> TrialResult:
         """Run ``trial`` to its outcome. Ctrl-C (KeyboardInterrupt) is recorded, then re-raised:
         the caller fails the trial and queues it again."""
-        start = time.perf_counter()
-        watch = Stopwatch()  # where this trial's time goes (timings.py)
+        attempt = _Attempt(trial)
         worker = worker_id()
-        with watch("optuna"):
+        with attempt.watch("optuna"):
             trial.set_user_attr(ATTR_WORKER, worker)
-            sampled = self.space.suggest(trial)
-        with watch("mlflow_params"):
-            run = self._open_run(trial, sampled, worker)
-        value, error, attrs = None, None, {}
-        self.epochs_done: float = 0  # as far as the last report
-        try:
-            config = make_config({**self.space.hyperparameters(sampled), "device": self.device,
-                                  "seed": self.seed + trial.number})
-            self.progress.trial_started(trial.number, config.train.epochs)
-            fitted = tracked_fit(
-                run, config, self.data, device_data=self.device_data,
-                params={**sampled, "study": self.study_name, "trial_number": trial.number,
-                        "space_fingerprint": self.space.fingerprint,
-                        "space_file": self.space.path.name},
-                on_epoch_end=self._epoch_hook(trial),
-                on_report=self._report_hook(trial, watch),
-                reports_per_epoch=self.space.reports_per_epoch,
-                inside_val_size=self.space.report_val_size, watch=watch,
-                title=f"trial {trial.number}: validation accuracy {{accuracy:.2%}}")
-            final = fitted.result.final
-            value = value_of(self.space.metric, final)
-            attrs = {ATTR_MODEL_URI: fitted.model_uri, ATTR_VAL_ACCURACY: final.val_accuracy,
-                     ATTR_TRAIN_SECONDS: round(fitted.seconds, 3)}
-        except (Exception, KeyboardInterrupt) as e:  # every way a trial can end is an outcome
-            error = e
+            attempt.sampled = self.space.suggest(trial)
+        with attempt.watch("mlflow_params"):
+            run = self._open_run(attempt, worker)
+        fitted, error = self._train(attempt, run)
         outcome = outcome_of(error)
-        reason = reason_for(outcome, error)
-        attrs[ATTR_OUTCOME] = outcome.name
-        if reason:
-            attrs[ATTR_REASON] = reason
-        if isinstance(error, NonFiniteLossError):
-            attrs[ATTR_PRUNED_EPOCH] = error.epoch
-        attrs[ATTR_EPOCHS] = self.epochs_done
-        pruned_epoch = attrs.get(ATTR_PRUNED_EPOCH, trial.user_attrs.get(ATTR_PRUNED_EPOCH))
-        # The breakdown so far goes on the run; the whole, its close included, on the trial.
-        watch.merge(run.watch.seconds)  # no close yet
-        so_far = watch.breakdown(time.perf_counter() - start)
-        run.log_metrics({f"seconds_{phase}": s for phase, s in so_far.items()}
-                        | {"overhead_seconds": overhead(so_far)})
-        run.close(outcome, reason, pruned_epoch=pruned_epoch)
-        watch.add("mlflow_close", run.watch.seconds["mlflow_close"])
-        with watch("optuna"):
-            for key, attr in attrs.items():
-                trial.set_user_attr(key, attr)
-        breakdown = watch.breakdown(time.perf_counter() - start)
-        trial.set_user_attr(ATTR_SECONDS, breakdown)
-        trial.set_user_attr(ATTR_OVERHEAD_SECONDS, round(overhead(breakdown), 3))
+        self._record(attempt, run, outcome, error, fitted)
         if outcome is OUT_OF_MEMORY:
             _release_memory()
         if isinstance(error, KeyboardInterrupt):
             raise error
-        return TrialResult(outcome, value if outcome is COMPLETE else None)
+        value = value_of(self.space.metric, fitted.result.final) if outcome is COMPLETE else None
+        return TrialResult(outcome, value)
 
-    def _open_run(self, trial: optuna.Trial, sampled: dict, worker: str) -> RunLog:
-        tags = {TAG_ROLE: "trial", TAG_STUDY: self.study_name, TAG_TRIAL: trial.number,
-                TAG_TRIAL_ID: optuna_private.trial_id(trial), TAG_SAMPLED: ",".join(sampled),
-                TAG_WORKER: worker}
+    def _open_run(self, attempt: _Attempt, worker: str) -> RunLog:
+        trial = attempt.trial
+        tags = {TAG_ROLE: "trial", TAG_STUDY: self.req.study_name, TAG_TRIAL: trial.number,
+                TAG_TRIAL_ID: optuna_private.trial_id(trial),
+                TAG_SAMPLED: ",".join(attempt.sampled), TAG_WORKER: worker}
         retry_of = optuna_private.system_attrs(trial).get(SYS_FAILED_TRIAL)
         if retry_of is not None:
             tags[TAG_RETRY_OF] = retry_of
-        run = self.tracker.start_run(self.experiment_id, f"trial-{trial.number:04d}",
-                                     parent_run_id=self.parent_run_id, tags=tags)
+        run = self.runs.tracker.start_run(self.runs.experiment_id, f"trial-{trial.number:04d}",
+                                          parent_run_id=self.runs.parent_run_id, tags=tags)
         trial.set_user_attr(ATTR_RUN_ID, run.run_id)
         return run
 
-    def _epoch_hook(self, trial: optuna.Trial) -> Callable[[EpochStats], None]:
-        def on_epoch_end(stats: EpochStats) -> None:
-            self.progress.epoch_done(trial.number, stats)
-            if self.should_stop is not None and self.should_stop():
-                raise KeyboardInterrupt  # the same clean path as Ctrl-C
-        return on_epoch_end
+    def _train(self, attempt: _Attempt, run: RunLog
+               ) -> tuple[TrackedFit | None, BaseException | None]:
+        """Train the sampled configuration; every way this can end is an outcome, so the
+        exception that ended it is returned, not raised."""
+        number = attempt.trial.number
+        try:
+            config = make_config({**self.space.hyperparameters(attempt.sampled),
+                                  "device": self.device, "seed": self.req.seed + number})
+            self.progress.trial_started(number, config.train.epochs)
+            job = TrainingJob(config, self.data, device_data=self.device_data,
+                              params={**attempt.sampled, "study": self.req.study_name,
+                                      "trial_number": number,
+                                      "space_fingerprint": self.space.fingerprint,
+                                      "space_file": self.space.path.name},
+                              label=f"trial {number}: ")
+            hooks = Hooks(on_epoch_end=lambda stats: self._epoch_done(attempt, stats),
+                          on_report=lambda report: self._report(attempt, report))
+            reporting = Reporting(self.space.reports_per_epoch, self.space.report_val_size)
+            return tracked_fit(run, job, hooks, reporting=reporting, watch=attempt.watch), None
+        except (Exception, KeyboardInterrupt) as e:
+            return None, e
 
-    def _report_hook(self, trial: optuna.Trial, watch: Stopwatch) -> Callable[[Report], None]:
-        """Report each validation measurement to the pruner, and stop the trial if it says so."""
-        metric, pruner = self.space.metric, self.space.pruner
+    def _epoch_done(self, attempt: _Attempt, stats: EpochStats) -> None:
+        self.progress.epoch_done(attempt.trial.number, stats)
+        if self.should_stop is not None and self.should_stop():
+            raise KeyboardInterrupt  # the same clean path as Ctrl-C
 
-        def on_report(report: Report) -> None:
-            self.epochs_done = (int(report.epochs) if report.epochs.is_integer()
-                                else report.epochs)
-            value = value_of(metric, report)
-            with watch("optuna"):
-                trial.report(value, report.step)
-                prune = trial.should_prune()
-                if prune:
-                    trial.set_user_attr(ATTR_PRUNED_EPOCH, self.epochs_done)
+    def _report(self, attempt: _Attempt, report: Report) -> None:
+        """Report a validation measurement to the pruner; stop the trial if it says so."""
+        epochs = int(report.epochs) if report.epochs.is_integer() else report.epochs
+        attempt.epochs_done = epochs
+        metric, trial = self.space.metric, attempt.trial
+        value = value_of(metric, report)
+        with attempt.watch("optuna"):
+            trial.report(value, report.step)
+            prune = trial.should_prune()
             if prune:
-                raise optuna.TrialPruned(pruned_message(pruner, metric, value, report.epochs))
-        return on_report
+                trial.set_user_attr(ATTR_PRUNED_EPOCH, epochs)
+        if prune:
+            raise optuna.TrialPruned(pruned_message(self.space.pruner, metric, value,
+                                                    report.epochs))
+
+    def _record(self, attempt: _Attempt, run: RunLog, outcome: Outcome,
+                error: BaseException | None, fitted: TrackedFit | None) -> None:
+        """How the trial ended, on its run (status, tags, time by phase so far) and on the
+        trial (its attributes, and the whole time, the run's close included)."""
+        trial, watch = attempt.trial, attempt.watch
+        attrs = _outcome_attributes(outcome, error, fitted)
+        attrs[ATTR_EPOCHS] = attempt.epochs_done
+        pruned_epoch = attrs.get(ATTR_PRUNED_EPOCH, trial.user_attrs.get(ATTR_PRUNED_EPOCH))
+        watch.merge(run.watch.seconds)  # no close yet
+        so_far = watch.breakdown(time.perf_counter() - attempt.start)
+        run.log_metrics({f"seconds_{phase}": s for phase, s in so_far.items()}
+                        | {"overhead_seconds": overhead(so_far)})
+        run.close(outcome, attrs.get(ATTR_REASON, ""), pruned_epoch=pruned_epoch)
+        watch.add("mlflow_close", run.watch.seconds["mlflow_close"])
+        with watch("optuna"):
+            for key, attr in attrs.items():
+                trial.set_user_attr(key, attr)
+        breakdown = watch.breakdown(time.perf_counter() - attempt.start)
+        trial.set_user_attr(ATTR_SECONDS, breakdown)
+        trial.set_user_attr(ATTR_OVERHEAD_SECONDS, round(overhead(breakdown), 3))
+
+
+def _outcome_attributes(outcome: Outcome, error: BaseException | None,
+                        fitted: TrackedFit | None) -> dict:
+    """The trial's attributes for how it ended (core.outcomes)."""
+    attrs: dict = {ATTR_OUTCOME: outcome.name}
+    if fitted is not None:
+        final = fitted.result.final
+        attrs.update({ATTR_MODEL_URI: fitted.model_uri, ATTR_VAL_ACCURACY: final.val_accuracy,
+                      ATTR_TRAIN_SECONDS: round(fitted.seconds, 3)})
+    reason = reason_for(outcome, error)
+    if reason:
+        attrs[ATTR_REASON] = reason
+    if isinstance(error, NonFiniteLossError):
+        attrs[ATTR_PRUNED_EPOCH] = error.epoch
+    return attrs
 
 
 def pruned_message(pruner: dict, metric: str, value: float, epochs: float) -> str:

@@ -159,62 +159,88 @@ def current_champion(client: MlflowClient, name: str):
 
 def promote(candidate: Candidate, mnist: Mnist, *, client: MlflowClient,
             name: str = DEFAULT_MODEL_NAME, force: bool = False, echo=print) -> Promotion:
+    """Measure the candidate on the test set, register it (once), then move the champion alias
+    as the champion rule says (decide_champion). Moving the alias is the commit point."""
     echo(f"candidate: {candidate.describe()}")
+    version, test_accuracy, new_version = _register(candidate, mnist, client, name, echo)
+    champion = current_champion(client, name)
+    before = (None if champion is None
+              else (str(champion.version), float(_tag(champion, "test_accuracy", "nan"))))
+    decision = decide_champion(str(version.version), test_accuracy, before, force=force)
+    for line in decision.lines:
+        echo(line)
+    if decision.move:
+        client.set_registered_model_alias(name, CHAMPION, version.version)  # the commit point
+        echo(f"{name}@{CHAMPION} -> version {version.version}")
+    return Promotion(name, version.version, test_accuracy, new_version, before,
+                     decision.is_champion)
+
+
+@dataclass(frozen=True)
+class ChampionDecision:
+    move: bool  # move the alias to the candidate
+    is_champion: bool  # the candidate is the champion afterwards
+    lines: tuple[str, ...]  # what the user is told, in order
+
+
+def decide_champion(candidate: str, accuracy: float, champion: tuple[str, float] | None, *,
+                    force: bool = False) -> ChampionDecision:
+    """The champion rule: the candidate version (with its test ``accuracy``) takes the alias
+    unless the current ``champion`` (version, test accuracy) is better on the test set, or is
+    the candidate already; ``force`` moves it anyway."""
+    if champion is None:
+        return ChampionDecision(True, True, ())
+    version, held = champion
+    if version == candidate:
+        return ChampionDecision(False, True, (f"version {candidate} is already the {CHAMPION}",))
+    compared = (f"current {CHAMPION}: version {version}, test accuracy {held:.2%}; "
+                f"candidate: version {candidate}, test accuracy {accuracy:.2%}")
+    if accuracy < held and not force:
+        return ChampionDecision(False, False, (compared, (
+            f"{CHAMPION} stays at version {version}: the candidate is worse on the test set "
+            "(--force to move it anyway)")))
+    return ChampionDecision(True, True, (compared,))
+
+
+def _register(candidate: Candidate, mnist: Mnist, client: MlflowClient, name: str, echo):
+    """The candidate's registered version, its test accuracy, and whether it is new: found when
+    the run was registered before, else measured on the test set, registered with its lineage,
+    and checked to load and answer like the run's model."""
     existing = client.search_model_versions(f"name = '{name}' and run_id = '{candidate.run_id}'")
-    images, labels = held_out_images(mnist)
     if existing:
         version = max(existing, key=lambda v: int(v.version))
         test_accuracy = float(_tag(version, "test_accuracy", "nan"))
         echo(f"already registered as {name} version {version.version} "
              f"(test accuracy {test_accuracy:.2%}); no new version")
-        new_version = False
-    else:
-        try:
-            predicted = predict_digits(candidate.model_uri, images)
-        except Exception as e:  # noqa: BLE001 - a model that cannot load cannot be promoted
-            raise PromotionError(f"the candidate's model {candidate.model_uri} does not load: "
-                                 f"{first_line(e)}") from None
-        test_accuracy = float((predicted == labels).mean())
-        echo(f"test accuracy on the 10,000 held-out images: {test_accuracy:.2%}")
-        client.log_metric(candidate.run_id, "test_accuracy", test_accuracy)
-        _log_test_report(client, candidate.run_id, labels, predicted, echo)
-        lineage = {"study": candidate.study, "trial_number": candidate.trial_number,
-                   "run_id": candidate.run_id, "val_accuracy": f"{candidate.val_accuracy:.6f}",
-                   "test_accuracy": f"{test_accuracy:.6f}",
-                   "data_checksum": candidate.data_checksum,
-                   "space_fingerprint": candidate.space_fingerprint,
-                   "model_uri": candidate.model_uri}
-        tags = {VERSION_TAG_PREFIX + k: v for k, v in lineage.items()}
-        version = mlflow.register_model(candidate.model_uri, name, tags=tags)
-        client.update_model_version(
-            name, version.version,
-            description=f"{candidate.describe()}; test accuracy {test_accuracy:.2%}")
-        # The registered copy must load and answer exactly as the candidate did.
-        check = predict_digits(f"models:/{name}/{version.version}", images[:500])
-        if not np.array_equal(check, predicted[:500]):
-            raise PromotionError(f"{name} version {version.version} does not answer like its "
-                                 "run's model; the champion is unchanged")
-        client.set_model_version_tag(name, version.version, VERSION_TAG_PREFIX + "verified", "true")
-        echo(f"registered {name} version {version.version}; it loads and answers like the run")
-        new_version = True
-
-    champion = current_champion(client, name)
-    before = None
-    if champion is not None:
-        before = (champion.version, float(_tag(champion, "test_accuracy", "nan")))
-    if champion is not None and str(champion.version) == str(version.version):
-        echo(f"version {version.version} is already the {CHAMPION}")
-        return Promotion(name, version.version, test_accuracy, new_version, before, True)
-    if before is not None:
-        echo(f"current {CHAMPION}: version {before[0]}, test accuracy {before[1]:.2%}; "
-             f"candidate: version {version.version}, test accuracy {test_accuracy:.2%}")
-    if before is not None and test_accuracy < before[1] and not force:
-        echo(f"{CHAMPION} stays at version {before[0]}: the candidate is worse on the test set "
-             "(--force to move it anyway)")
-        return Promotion(name, version.version, test_accuracy, new_version, before, False)
-    client.set_registered_model_alias(name, CHAMPION, version.version)  # the commit point
-    echo(f"{name}@{CHAMPION} -> version {version.version}")
-    return Promotion(name, version.version, test_accuracy, new_version, before, True)
+        return version, test_accuracy, False
+    images, labels = held_out_images(mnist)
+    try:
+        predicted = predict_digits(candidate.model_uri, images)
+    except Exception as e:  # noqa: BLE001 - a model that cannot load cannot be promoted
+        raise PromotionError(f"the candidate's model {candidate.model_uri} does not load: "
+                             f"{first_line(e)}") from None
+    test_accuracy = float((predicted == labels).mean())
+    echo(f"test accuracy on the 10,000 held-out images: {test_accuracy:.2%}")
+    client.log_metric(candidate.run_id, "test_accuracy", test_accuracy)
+    _log_test_report(client, candidate.run_id, labels, predicted, echo)
+    lineage = {"study": candidate.study, "trial_number": candidate.trial_number,
+               "run_id": candidate.run_id, "val_accuracy": f"{candidate.val_accuracy:.6f}",
+               "test_accuracy": f"{test_accuracy:.6f}", "data_checksum": candidate.data_checksum,
+               "space_fingerprint": candidate.space_fingerprint,
+               "model_uri": candidate.model_uri}
+    tags = {VERSION_TAG_PREFIX + k: v for k, v in lineage.items()}
+    version = mlflow.register_model(candidate.model_uri, name, tags=tags)
+    client.update_model_version(
+        name, version.version,
+        description=f"{candidate.describe()}; test accuracy {test_accuracy:.2%}")
+    # The registered copy must load and answer exactly as the candidate did.
+    check = predict_digits(f"models:/{name}/{version.version}", images[:500])
+    if not np.array_equal(check, predicted[:500]):
+        raise PromotionError(f"{name} version {version.version} does not answer like its "
+                             "run's model; the champion is unchanged")
+    client.set_model_version_tag(name, version.version, VERSION_TAG_PREFIX + "verified", "true")
+    echo(f"registered {name} version {version.version}; it loads and answers like the run")
+    return version, test_accuracy, True
 
 
 @dataclass(frozen=True)

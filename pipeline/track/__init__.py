@@ -9,7 +9,7 @@ __getattr__, __dir__, __all__ = exports(__name__, {
     "runs": ["RunLog", "Tracker", "TrackingError", "ensure_reachable", "existing_tracker",
              "library_versions"],
     "artifacts": ["MODEL_SIGNATURE", "log_diagnostics", "log_model"],
-    "tracked_training": ["TrackedFit", "tracked_fit"],
+    "tracked_training": ["TrackedFit", "TrainingJob", "tracked_fit"],
     "train_command": ["train_one"],
     "mlflow_ui": ["run_ui"],
 })

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
@@ -23,7 +23,20 @@ from pipeline.track.runs import RunLog, library_versions
 from pipeline.train.diagnostics import diagnose
 from pipeline.train.model import build_model, parameter_count
 from pipeline.train.plan import ExecutionPlan, plan_execution
-from pipeline.train.trainer import EpochStats, FitResult, Report, fit
+from pipeline.train.trainer import ONCE_AN_EPOCH, FitResult, Hooks, Reporting, fit
+
+
+@dataclass
+class TrainingJob:
+    """One configuration to train and record."""
+
+    config: RunConfig
+    data: DataSplits  # on the CPU: the diagnostics and the model's input example read it
+    # The same splits already on the training device (a search moves them there once).
+    device_data: DataSplits | None = None
+    model: nn.Module | None = None  # the configuration's model, if already built (plan_for)
+    params: dict[str, Any] = field(default_factory=dict)  # logged beside the configuration's
+    label: str = ""  # heads the confusion matrix before its accuracy, e.g. "trial 7: "
 
 
 @dataclass
@@ -40,83 +53,78 @@ def plan_for(config: RunConfig) -> tuple[nn.Module, ExecutionPlan]:
     return model, plan_execution(model, config.train)
 
 
-def tracked_fit(
-    run: RunLog | None,
-    config: RunConfig,
-    data: DataSplits,
-    *,
-    device_data: DataSplits | None = None,
-    model: nn.Module | None = None,
-    params: dict[str, Any] | None = None,
-    on_epoch_end: Callable[[EpochStats], None] | None = None,
-    on_step: Callable[[int, int], None] | None = None,
-    on_report: Callable[[Report], None] | None = None,
-    reports_per_epoch: int = 1,
-    inside_val_size: int | None = None,
-    title: str = "validation accuracy {accuracy:.2%}",
-    watch: Stopwatch | None = None,
-) -> TrackedFit:
-    """Train ``config`` on ``data`` (``device_data``: the same splits already on the training
-    device), recording into ``run``. ``model``: the configuration's model if already built
-    (plan_for). ``params`` are logged beside the configuration's; ``title`` heads the confusion
-    matrix (``{accuracy}`` is the final validation accuracy).
+def tracked_fit(run: RunLog | None, job: TrainingJob, hooks: Hooks | None = None, *,
+                reporting: Reporting = ONCE_AN_EPOCH,
+                watch: Stopwatch | None = None) -> TrackedFit:
+    """Train ``job`` recording into ``run``: its params, an epoch's metrics as it ends, then
+    what the trained network leaves (diagnostics, the model).
 
     Exceptions (a pruned or diverged trial, Ctrl-C, a failure) propagate: the caller decides the
-    outcome and closes the run (outcomes.py). ``on_report``, ``reports_per_epoch`` and
-    ``inside_val_size`` go to fit (the pruner's reports). ``watch`` gets the seconds of
-    building, set-up, training and evaluation (timings.py); the run's own watch has its MLflow
-    calls.
+    outcome and closes the run (core.outcomes). ``watch`` gets the seconds of building, set-up,
+    training and evaluation (core.timings); the run's own watch has its MLflow calls.
     """
     watch = watch if watch is not None else Stopwatch()
     with watch("build"):
-        if model is None:
-            model, plan = plan_for(config)
-        else:
-            plan = plan_execution(model, config.train)
+        config = job.config
+        model = job.model or build_model(config.model, seed=config.train.seed)
+        plan = plan_execution(model, config.train)
     if run is not None:
-        run.log_params({**config.flat(), **(params or {}), "data_checksum": data.checksum,
+        run.log_params({**config.flat(), **job.params, "data_checksum": job.data.checksum,
                         "parameter_count": parameter_count(model), **plan.params(),
                         **library_versions()})
+    result, seconds = _train(model, job, _TimedHooks(hooks or Hooks(), run), reporting, watch)
+    model_uri = _record_the_trained_network(run, job, model, result) if run else None
+    return TrackedFit(result, model, model_uri, seconds)
 
-    in_callbacks = 0.0  # timed by their owners; what fit spent outside steps is set-up
 
-    def epoch_done(stats: EpochStats) -> None:
-        nonlocal in_callbacks
-        start = time.perf_counter()
-        if run is not None:
-            run.log_epoch(stats)
-        try:
-            if on_epoch_end is not None:
-                on_epoch_end(stats)
-        finally:
-            in_callbacks += time.perf_counter() - start
+class _TimedHooks:
+    """The hooks fit calls, each epoch's metrics logged first, and the seconds they all take:
+    their owners time what they do (MLflow, Optuna), so what fit spends outside its steps and
+    these is set-up."""
 
-    def reported(report: Report) -> None:
-        nonlocal in_callbacks
-        start = time.perf_counter()
-        try:
-            on_report(report)
-        finally:
-            in_callbacks += time.perf_counter() - start
+    def __init__(self, hooks: Hooks, run: RunLog | None) -> None:
+        self.inner, self.run, self.seconds = hooks, run, 0.0
+        on_report = self._timed(hooks.on_report) if hooks.on_report is not None else None
+        self.hooks = Hooks(on_epoch_end=self._timed(self._epoch_end), on_report=on_report,
+                           on_step=hooks.on_step, step_every=hooks.step_every)
 
+    def _epoch_end(self, stats) -> None:
+        if self.run is not None:
+            self.run.log_epoch(stats)
+        if self.inner.on_epoch_end is not None:
+            self.inner.on_epoch_end(stats)
+
+    def _timed(self, hook: Callable) -> Callable:
+        def call(argument) -> None:
+            start = time.perf_counter()
+            try:
+                hook(argument)
+            finally:
+                self.seconds += time.perf_counter() - start
+        return call
+
+
+def _train(model: nn.Module, job: TrainingJob, timed: _TimedHooks, reporting: Reporting,
+           watch: Stopwatch) -> tuple[FitResult, float]:
+    """Fit, and count as set-up what was neither steps, validation nor hooks."""
     start = time.perf_counter()
     work_before = watch.seconds["train"] + watch.seconds["evaluate"]
     try:
-        result = fit(model, device_data or data, config.train, epoch_done, on_step=on_step,
-                     on_report=reported if on_report is not None else None,
-                     reports_per_epoch=reports_per_epoch, inside_val_size=inside_val_size,
-                     watch=watch)
+        result = fit(model, job.device_data or job.data, job.config.train, timed.hooks,
+                     reporting=reporting, watch=watch)
     finally:  # a pruned trial's set-up counts too
         seconds = time.perf_counter() - start
         work = watch.seconds["train"] + watch.seconds["evaluate"] - work_before
-        watch.add("setup", max(0.0, seconds - work - in_callbacks))
-    model_uri = None
-    if run is not None:
-        predictions = result.val_predictions
-        with run.watch("mlflow_artifacts"):  # what the artifacts show is part of their cost
-            diagnosis = diagnose(data.val.labels, predictions)
-        log_diagnostics(run, diagnosis, data.val.images,
-                            data.val.labels, predictions,
-                            title=title.format(accuracy=result.final.val_accuracy))
-        model_uri = log_model(run, model, config.model, data.val.images)
-    return TrackedFit(result, model, model_uri, seconds)
+        watch.add("setup", max(0.0, seconds - work - timed.seconds))
+    return result, seconds
+
+
+def _record_the_trained_network(run: RunLog, job: TrainingJob, model: nn.Module,
+                                result: FitResult) -> str:
+    """The validation confusion matrix, per-digit accuracy and mistakes, then the model."""
+    val, predictions = job.data.val, result.val_predictions
+    with run.watch("mlflow_artifacts"):  # what the artifacts show is part of their cost
+        diagnosis = diagnose(val.labels, predictions)
+    title = f"{job.label}validation accuracy {result.final.val_accuracy:.2%}"
+    log_diagnostics(run, diagnosis, val.images, val.labels, predictions, title=title)
+    return log_model(run, model, job.config.model, val.images)

@@ -11,9 +11,9 @@ from pipeline.core.keys import TAG_ROLE
 from pipeline.core.outcomes import is_out_of_memory, outcome_of, reason_for
 from pipeline.core.progress import TrainProgress
 from pipeline.data.splits import load_mnist, split_train_val
-from pipeline.track.tracked_training import plan_for, tracked_fit
+from pipeline.track.tracked_training import TrainingJob, plan_for, tracked_fit
 from pipeline.train.model import describe, parameter_count
-from pipeline.train.trainer import evaluate
+from pipeline.train.trainer import Hooks, evaluate
 
 DEFAULT_EXPERIMENT = "pipeline-train"
 
@@ -49,8 +49,8 @@ def train_one(config: RunConfig, *, data_dir: Path | None = None, experiment: st
     progress = TrainProgress(config.train.epochs, echo=echo)
     error: BaseException | None = None
     try:
-        fitted = tracked_fit(run, config, data, model=model, on_epoch_end=progress.on_epoch_end,
-                             on_step=progress.on_step)
+        fitted = tracked_fit(run, TrainingJob(config, data, model=model),
+                             Hooks(on_epoch_end=progress.on_epoch_end, on_step=progress.on_step))
         _, test_accuracy, _ = evaluate(fitted.model, mnist.test,
                                        batch_size=config.train.eval_batch_size,
                                        device=plan.device, precision=plan.precision,

@@ -72,7 +72,18 @@ def build_model(spec: ModelSpec, *, seed: int | None = None) -> nn.Module:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return build_model(spec)
-    layers: list[nn.Module] = [Standardize()]
+    convs, channels = _conv_blocks(spec)
+    side = spatial_sizes(spec)[-1]
+    model = nn.Sequential(Standardize(), *convs, nn.Flatten(),
+                          *_dense_head(spec, channels * side * side))
+    _init_weights(model)
+    return model
+
+
+def _conv_blocks(spec: ModelSpec) -> tuple[list[nn.Module], int]:
+    """Each block's convolutions (with batch norm and ReLU), its pooling, and after it the
+    residual block and channel dropout when asked; and the channels that come out."""
+    layers: list[nn.Module] = []
     in_ch = 1
     padding = spec.kernel_size // 2 if spec.padding == "same" else 0
     for out_ch in block_widths(spec):
@@ -89,9 +100,12 @@ def build_model(spec: ModelSpec, *, seed: int | None = None) -> nn.Module:
             layers.append(ResidualBlock(out_ch, spec.batch_norm))
         if spec.conv_dropout:
             layers.append(nn.Dropout2d(spec.conv_dropout))
-    side = spatial_sizes(spec)[-1]
-    layers.append(nn.Flatten())
-    features = in_ch * side * side
+    return layers, in_ch
+
+
+def _dense_head(spec: ModelSpec, features: int) -> list[nn.Module]:
+    """The hidden dense layers (dropout before each), then the 10 logits."""
+    layers: list[nn.Module] = []
     for units in fc_widths(spec):
         if spec.dropout:
             layers.append(nn.Dropout(spec.dropout))
@@ -104,9 +118,7 @@ def build_model(spec: ModelSpec, *, seed: int | None = None) -> nn.Module:
     if spec.dropout:
         layers.append(nn.Dropout(spec.dropout))
     layers.append(nn.Linear(features, NUM_CLASSES))
-    model = nn.Sequential(*layers)
-    _init_weights(model)
-    return model
+    return layers
 
 
 def _init_weights(model: nn.Module) -> None:

@@ -157,151 +157,182 @@ def evaluate(
     return loss / n, right / n, predictions.cpu()
 
 
-def fit(
-    model: nn.Module,
-    data: DataSplits,
-    settings: TrainSettings,
-    on_epoch_end: Callable[[EpochStats], None] | None = None,
-    *,
-    on_step: Callable[[int, int], None] | None = None,
-    step_report_every: int = 25,
-    on_report: Callable[[Report], None] | None = None,
-    reports_per_epoch: int = 1,
-    inside_val_size: int | None = None,
-    watch: Stopwatch | None = None,
-) -> FitResult:
-    """Train ``model`` on ``data.train``, evaluating on ``data.val`` after every epoch.
+@dataclass
+class Hooks:
+    """What ``fit`` tells its caller as it trains. Any of them may raise to stop training (a
+    search's pruner raises TrialPruned, a stop request KeyboardInterrupt)."""
 
-    ``on_epoch_end(stats)`` runs after each epoch; ``on_report(report)`` after it, and also
-    ``reports_per_epoch - 1`` times inside each epoch, at evenly spaced steps, each time after a
-    validation pass; those inside an epoch measure only the first ``inside_val_size`` validation
-    images when it is given (the split is shuffled, so they are a random sample), while every
-    epoch's end measures all of them. Either may raise (a search raises TrialPruned) to stop
-    training.
-    ``on_step(step, steps_per_epoch)`` runs every ``step_report_every`` steps for progress bars
-    and reads nothing from the device. Raises NonFiniteLossError when the loss diverges. The
-    model is left on the training device, in eval mode. ``watch`` gets the seconds of training
-    steps and validation passes as they happen, so a trial stopped part-way has them too.
+    on_epoch_end: Callable[[EpochStats], None] | None = None
+    on_report: Callable[[Report], None] | None = None  # after each validation measurement
+    # ``on_step(step, steps_per_epoch)`` every ``step_every`` steps, for progress bars; it reads
+    # nothing from the device.
+    on_step: Callable[[int, int], None] | None = None
+    step_every: int = 25
+
+
+@dataclass(frozen=True)
+class Reporting:
+    """How often the pruner is told: ``per_epoch`` reports an epoch, its end one of them. Those
+    inside an epoch may measure only the first ``inside_val_size`` validation images (the split
+    is shuffled, so they are a random sample): a pruner's decision part-way through an epoch
+    needs a ranking, not the last decimal, and on a CPU 5,000 images measured four times an
+    epoch cost a sixth of a trial. Every epoch's end measures them all."""
+
+    per_epoch: int = 1
+    inside_val_size: int | None = None
+
+
+ONCE_AN_EPOCH = Reporting()
+
+
+def fit(model: nn.Module, data: DataSplits, settings: TrainSettings, hooks: Hooks | None = None,
+        *, reporting: Reporting = ONCE_AN_EPOCH, watch: Stopwatch | None = None) -> FitResult:
+    """Train ``model`` on ``data.train``, evaluating on ``data.val`` after every epoch (and
+    inside epochs, as ``reporting`` asks, when there is an ``on_report`` hook).
+
+    Raises NonFiniteLossError when the loss diverges. The model is left on the training device,
+    in eval mode. ``watch`` gets the seconds of training steps and validation passes as they
+    happen, so a run stopped part-way has them too.
     """
-    watch = watch if watch is not None else Stopwatch()
-    train_before, eval_before = watch.seconds["train"], watch.seconds["evaluate"]
-    plan = plan_execution(model, settings)
-    device, precision, channels_last = plan.device, plan.precision, plan.channels_last
-    configure_backends(device)
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    return _Training(model, data, settings, hooks or Hooks(), reporting,
+                     watch if watch is not None else Stopwatch()).run()
 
-    torch.manual_seed(settings.seed)
-    generator = torch.Generator(device=device).manual_seed(settings.seed)
-    model.to(device=device, memory_format=memory_format).train()
-    step_model = torch.compile(model) if settings.compile else model
 
-    # Resident data: uint8 on the device costs 784 bytes per image (43 MB for all of MNIST). A
-    # search moves it there once per process; then these are no-ops.
-    train_x = data.train.images.to(device)
-    train_y = data.train.labels.to(device)
-    val_split = Split(data.val.images.to(device), data.val.labels.to(device))
-    # A pruner's decision part-way through an epoch needs a ranking, not the last decimal: on
-    # a CPU, 5,000 images measured four times an epoch cost a sixth of a trial's time.
-    inside_split = (Split(val_split.images[:inside_val_size], val_split.labels[:inside_val_size])
-                    if inside_val_size else val_split)
-    n = len(train_y)
-    batch = min(settings.batch_size, n)
-    # Drop the ragged last batch: a batch of one breaks batch norm, and the images it would
-    # have held are in other batches next epoch, since every epoch reshuffles. Every step then
-    # has the same shapes, which a CUDA graph needs.
-    steps = n // batch
-    optimizer = make_optimizer(model, settings, capturable=plan.cuda_graph)
-    schedule = make_schedule(optimizer, settings, steps * settings.epochs)
-    # The epoch's sums live on the device and are read once per epoch.
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    # A graph cannot cache autocast's weight casts across replays.
-    cache_casts = not plan.cuda_graph
+class _Training:
+    """One call of ``fit``: the model and its data on the device, the optimiser and schedule,
+    the step runner, and the epoch's running sums, which stay on the device until the epoch's
+    one read."""
 
-    def step(idx: torch.Tensor) -> None:
-        x = to_unit_pixels(train_x[idx]).unsqueeze(1)
-        x = random_affine(x, degrees=settings.rotation, translate=settings.translate,
-                          generator=generator)
-        x = x.contiguous(memory_format=memory_format)
-        y = train_y[idx]
-        with _autocast(device, precision, cache=cache_casts):
-            logits = step_model(x)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=settings.label_smoothing)
+    def __init__(self, model: nn.Module, data: DataSplits, settings: TrainSettings,
+                 hooks: Hooks, reporting: Reporting, watch: Stopwatch) -> None:
+        self.model, self.settings, self.hooks, self.watch = model, settings, hooks, watch
+        self.plan = plan_execution(model, settings)
+        device = self.plan.device
+        configure_backends(device)
+        self.memory_format = (torch.channels_last if self.plan.channels_last
+                              else torch.contiguous_format)
+        torch.manual_seed(settings.seed)
+        self.generator = torch.Generator(device=device).manual_seed(settings.seed)
+        model.to(device=device, memory_format=self.memory_format).train()
+        self.step_model = torch.compile(model) if settings.compile else model
+        # Resident data: uint8 on the device costs 784 bytes per image (43 MB for all of
+        # MNIST). A search moves it there once per process; then these are no-ops.
+        self.train_x = data.train.images.to(device)
+        self.train_y = data.train.labels.to(device)
+        self.val = Split(data.val.images.to(device), data.val.labels.to(device))
+        size = reporting.inside_val_size
+        self.inside_val = Split(self.val.images[:size], self.val.labels[:size]) if size \
+            else self.val
+        # Drop the ragged last batch: a batch of one breaks batch norm, and the images it would
+        # have held are in other batches next epoch, since every epoch reshuffles. Every step
+        # then has the same shapes, which a CUDA graph needs.
+        self.batch = min(settings.batch_size, len(self.train_y))
+        self.steps = len(self.train_y) // self.batch
+        self.optimizer = make_optimizer(model, settings, capturable=self.plan.cuda_graph)
+        self.schedule = make_schedule(self.optimizer, settings, self.steps * settings.epochs)
+        self.loss_sum = torch.zeros((), device=device)
+        self.correct = torch.zeros((), dtype=torch.long, device=device)
+        self.run_step = StepRunner(self.step, self.optimizer, graph=self.plan.cuda_graph,
+                                   batch=self.batch, device=device, generator=self.generator)
+        # The steps after which a report falls inside an epoch (each epoch's end reports anyway),
+        # and which report of the epoch each is.
+        per_epoch = reporting.per_epoch if hooks.on_report is not None else 1
+        self.per_epoch = reporting.per_epoch
+        self.inside = {(j * self.steps) // per_epoch: j for j in range(1, per_epoch)}
+        self.inside.pop(0, None)
+        self.train_before = watch.seconds["train"]
+        self.eval_before = watch.seconds["evaluate"]
+
+    def run(self) -> FitResult:
+        history: list[EpochStats] = []
+        try:
+            for epoch in range(1, self.settings.epochs + 1):
+                history.append(self.epoch(epoch))
+        finally:
+            self.run_step.close()
+        self.model.eval()
+        return FitResult(history, self.predictions, self.plan,
+                         train_seconds=self.watch.seconds["train"] - self.train_before,
+                         eval_seconds=self.watch.seconds["evaluate"] - self.eval_before)
+
+    def step(self, idx: torch.Tensor) -> None:
+        """The whole training step for the images ``idx``: gather, scale, augment, forward,
+        loss, backward, update, and the epoch's sums (a NaN anywhere survives into them)."""
+        s = self.settings
+        x = to_unit_pixels(self.train_x[idx]).unsqueeze(1)
+        x = random_affine(x, degrees=s.rotation, translate=s.translate, generator=self.generator)
+        x = x.contiguous(memory_format=self.memory_format)
+        y = self.train_y[idx]
+        # A graph cannot cache autocast's weight casts across replays.
+        with _autocast(self.plan.device, self.plan.precision, cache=not self.plan.cuda_graph):
+            logits = self.step_model(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=s.label_smoothing)
         loss.backward()
-        optimizer.step()
-        # Accumulate on the device; a NaN anywhere in the epoch survives into the sum.
-        loss_sum.add_(loss.detach())
-        correct.add_((logits.detach().argmax(dim=1) == y).sum())
+        self.optimizer.step()
+        self.loss_sum.add_(loss.detach())
+        self.correct.add_((logits.detach().argmax(dim=1) == y).sum())
 
-    run_step = StepRunner(step, optimizer, graph=plan.cuda_graph, batch=batch, device=device,
-                      generator=generator)
-    history: list[EpochStats] = []
-    predictions = torch.empty(0, dtype=torch.long)
-    # The steps after which a report falls inside an epoch (its end reports anyway).
-    inside = {(j * steps) // reports_per_epoch: j for j in range(1, reports_per_epoch)} \
-        if on_report is not None else {}
-    inside.pop(0, None)
+    def epoch(self, epoch: int) -> EpochStats:
+        """One pass over the shuffled training images, the reports inside it, then the
+        validation that ends it."""
+        start = self.segment_start = time.perf_counter()
+        self.train_seconds = 0.0  # this epoch's steps, not what reports do between them
+        self.loss_sum.zero_()
+        self.correct.zero_()
+        order = torch.randperm(len(self.train_y), device=self.plan.device,
+                               generator=self.generator)
+        for i in range(self.steps):
+            self.run_step(order[i * self.batch:(i + 1) * self.batch])
+            self.schedule.step()
+            if self.hooks.on_step is not None and (i + 1) % self.hooks.step_every == 0:
+                self.hooks.on_step(i + 1, self.steps)
+            if i + 1 in self.inside:
+                self.report_inside(epoch, self.inside[i + 1])
+        train_loss, right = torch.stack([self.loss_sum, self.correct.float()]).tolist()
+        train_loss /= self.steps
+        self.end_segment()
+        self.check_finite(train_loss, epoch)
+        val_loss, val_accuracy, self.predictions = self.validate(self.val)
+        self.check_finite(val_loss, epoch)
+        stats = EpochStats(
+            epoch=epoch, train_loss=train_loss, train_accuracy=right / (self.steps * self.batch),
+            val_loss=val_loss, val_accuracy=val_accuracy, lr=self.lr(),
+            seconds=time.perf_counter() - start,
+            images_per_second=self.steps * self.batch / self.train_seconds)
+        if self.hooks.on_epoch_end is not None:
+            self.hooks.on_epoch_end(stats)
+        if self.hooks.on_report is not None:
+            self.hooks.on_report(Report(epoch * self.per_epoch, float(epoch), val_accuracy,
+                                        val_loss))
+        return stats
 
-    def validate(split: Split) -> tuple[float, float, torch.Tensor]:
-        with watch("evaluate"):
-            measured = evaluate(model, split, batch_size=settings.eval_batch_size,
-                                device=device, precision=precision, channels_last=channels_last)
-            model.train()
+    def report_inside(self, epoch: int, j: int) -> None:
+        """The j-th report of an epoch, on the sample of validation images."""
+        self.end_segment()
+        val_loss, val_accuracy, _ = self.validate(self.inside_val)
+        self.check_finite(val_loss, epoch)
+        self.hooks.on_report(Report((epoch - 1) * self.per_epoch + j,
+                                    epoch - 1 + j / self.per_epoch, val_accuracy, val_loss))
+        self.segment_start = time.perf_counter()  # the report's own time is not training
+
+    def end_segment(self) -> None:
+        """Count the training time since the last report (or the epoch's start)."""
+        seconds = time.perf_counter() - self.segment_start
+        self.train_seconds += seconds
+        self.watch.add("train", seconds)
+
+    def validate(self, split: Split) -> tuple[float, float, torch.Tensor]:
+        with self.watch("evaluate"):
+            measured = evaluate(self.model, split, batch_size=self.settings.eval_batch_size,
+                                device=self.plan.device, precision=self.plan.precision,
+                                channels_last=self.plan.channels_last)
+            self.model.train()
         return measured
 
-    try:
-        for epoch in range(1, settings.epochs + 1):
-            epoch_start = segment_start = time.perf_counter()
-            train_seconds = 0.0  # of this epoch: its steps, not what reports do between them
-            loss_sum.zero_()
-            correct.zero_()
-            order = torch.randperm(n, device=device, generator=generator)
-            for i in range(steps):
-                run_step(order[i * batch:(i + 1) * batch])
-                schedule.step()
-                if on_step is not None and (i + 1) % step_report_every == 0:
-                    on_step(i + 1, steps)
-                if i + 1 in inside:
-                    segment = time.perf_counter() - segment_start
-                    train_seconds += segment
-                    watch.add("train", segment)
-                    val_loss, val_accuracy, _ = validate(inside_split)
-                    if not math.isfinite(val_loss):
-                        raise NonFiniteLossError(epoch, float(optimizer.param_groups[0]["lr"]))
-                    j = inside[i + 1]
-                    on_report(Report((epoch - 1) * reports_per_epoch + j,
-                                     epoch - 1 + j / reports_per_epoch, val_accuracy, val_loss))
-                    segment_start = time.perf_counter()
-            train_loss, right = torch.stack([loss_sum, correct.float()]).tolist()  # one read
-            train_loss /= steps
-            segment = time.perf_counter() - segment_start
-            train_seconds += segment
-            watch.add("train", segment)
-            lr = float(optimizer.param_groups[0]["lr"])
-            if not math.isfinite(train_loss):
-                raise NonFiniteLossError(epoch, lr)
-            val_loss, val_accuracy, predictions = validate(val_split)
-            stats = EpochStats(
-                epoch=epoch,
-                train_loss=train_loss,
-                train_accuracy=right / (steps * batch),
-                val_loss=val_loss,
-                val_accuracy=val_accuracy,
-                lr=lr,
-                seconds=time.perf_counter() - epoch_start,
-                images_per_second=steps * batch / train_seconds,
-            )
-            if not math.isfinite(val_loss):
-                raise NonFiniteLossError(epoch, lr)
-            history.append(stats)
-            if on_epoch_end is not None:
-                on_epoch_end(stats)
-            if on_report is not None:
-                on_report(Report(epoch * reports_per_epoch, float(epoch), val_accuracy,
-                                 val_loss))
-    finally:
-        run_step.close()
-    model.eval()
-    return FitResult(history, predictions, plan,
-                     train_seconds=watch.seconds["train"] - train_before,
-                     eval_seconds=watch.seconds["evaluate"] - eval_before)
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def check_finite(self, loss: float, epoch: int) -> None:
+        """A NaN or infinite loss, in training or validation, ends the run as diverged."""
+        if not math.isfinite(loss):
+            raise NonFiniteLossError(epoch, self.lr())

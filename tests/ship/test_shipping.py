@@ -20,6 +20,7 @@ import pytest
 import requests
 from helpers import (
     assert_one_line_error,
+    assert_wrote_nothing,
     chromium,
     descendants,
     free_port,
@@ -158,7 +159,7 @@ def test_promote_refuses_clearly(shop, tmp_path):
                           "no study named 'nope'", code=2)
     assert_one_line_error(invoke("promote", "best", cwd=tmp_path),
                           "no study in sqlite:///optuna.db", code=2)
-    assert list(tmp_path.iterdir()) == []  # a reading command creates no empty store
+    assert_wrote_nothing(tmp_path)  # a reading command creates no empty store
     unreachable = invoke("promote", "best", cwd=folder,
                          env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"})
     assert_one_line_error(unreachable, "is unreachable", code=1)
@@ -166,7 +167,7 @@ def test_promote_refuses_clearly(shop, tmp_path):
     untouched.mkdir()
     assert_one_line_error(invoke("promote", "0123abcd", "--study", "mnist-ship", cwd=untouched),
                           "--study goes with `promote best`", code=2)
-    assert list(untouched.iterdir()) == []  # refused before any store was opened
+    assert_wrote_nothing(untouched)  # refused before any store was opened
     assert_one_line_error(invoke("promote", "0123abcd", cwd=folder),
                           "no MLflow run '0123abcd'", code=1)
 
@@ -344,7 +345,7 @@ def test_promoting_a_worse_run_keeps_the_champion_and_promoting_again_is_idempot
 
 def _readme_block(marker: str) -> str:
     """The fenced block that follows ``<!-- marker -->`` in the README, as users copy it."""
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     after = text.split(f"<!-- {marker} -->", 1)[1]
     return after.split("```", 2)[1].split("\n", 1)[1]
 

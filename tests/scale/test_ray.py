@@ -5,12 +5,12 @@ every node, and a node lost mid-trial without losing the trial."""
 from __future__ import annotations
 
 import sys
-import textwrap
 
 import optuna
 import pytest
 from helpers import (
     assert_one_line_error,
+    assert_wrote_nothing,
     free_port,
     invoke,
     optuna_dashboard_study,
@@ -19,17 +19,10 @@ from helpers import (
 )
 from mlflow import MlflowClient
 from optuna.trial import TrialState
+from spaces import tiny_space
 
-TINY = textwrap.dedent("""\
-    study:
-      sampler: {seed: 0, n_startup_trials: 4}
-      pruner: {n_startup_trials: 3, n_warmup_steps: 0}
-    data: {val_size: 500, train_subset: 1000}
-    fixed: {epochs: 3, depth: 1, fc_width: 16, batch_size: 64}
-    params:
-      width: {type: categorical, choices: [4, 8]}
-      lr: {type: float, low: 1.0e-3, high: 3.0e-2, log: true}
-""")
+TINY = tiny_space(epochs=3, train_subset=1000, lowest_lr="1.0e-3", sampler_startup=4,
+                  pruner_startup=3)
 NODE_CPUS = 3  # logical CPUs: the second node lost, the head still holds every worker
 OBJECT_STORE = 80 * 2**20  # small: this machine has 24 GiB for everything
 
@@ -163,7 +156,7 @@ def test_ray_with_a_sqlite_study_is_refused_in_one_line_and_writes_nothing(tmp_p
     (tmp_path / "tiny.yaml").write_text(TINY)
     result = invoke("search", "--space", "tiny.yaml", "--ray", cwd=tmp_path)
     assert_one_line_error(result, "SQLite file of this machine", "postgresql://", code=2)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]
+    assert_wrote_nothing(tmp_path, "tiny.yaml")
 
 
 def test_ray_at_an_unreachable_address_is_one_line_and_writes_nothing(tmp_path):
@@ -173,7 +166,7 @@ def test_ray_at_an_unreachable_address_is_one_line_and_writes_nothing(tmp_path):
                     f"journal:///{tmp_path}/optuna.journal", cwd=tmp_path,
                     env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"})
     assert_one_line_error(result, f"the Ray cluster at {address} is unreachable", code=2)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]
+    assert_wrote_nothing(tmp_path, "tiny.yaml")
 
 
 def test_ray_at_a_cluster_with_a_local_mlflow_store_is_refused(tmp_path):
@@ -182,7 +175,7 @@ def test_ray_at_a_cluster_with_a_local_mlflow_store_is_refused(tmp_path):
                     "postgresql://u@10.0.0.1/optuna", cwd=tmp_path)
     assert_one_line_error(result, "needs an MLflow tracking server every node reaches",
                           "MLFLOW_TRACKING_URI=http://", code=2)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]
+    assert_wrote_nothing(tmp_path, "tiny.yaml")
 
 
 def test_ray_missing_says_how_to_install_it(tmp_path, monkeypatch):
@@ -190,7 +183,7 @@ def test_ray_missing_says_how_to_install_it(tmp_path, monkeypatch):
     (tmp_path / "tiny.yaml").write_text(TINY)
     result = invoke("search", "--space", "tiny.yaml", "--ray", cwd=tmp_path)
     assert_one_line_error(result, "--ray needs Ray", 'pip install -e ".[ray]"', code=2)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]
+    assert_wrote_nothing(tmp_path, "tiny.yaml")
 
 
 def test_per_worker_resources_go_with_ray(tmp_path):

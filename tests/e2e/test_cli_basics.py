@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from helpers import assert_one_line_error, invoke, run_cli
+from helpers import assert_one_line_error, assert_wrote_nothing, invoke, run_cli
 
 
 def test_the_real_program_answers_help_and_a_usage_error_in_one_line(tmp_path):
@@ -16,7 +16,7 @@ def test_the_real_program_answers_help_and_a_usage_error_in_one_line(tmp_path):
         assert command in helped.stdout
     refused = run_cli("train", "--depth", "5", cwd=tmp_path)
     assert_one_line_error(refused, "shrinks to nothing", code=2)
-    assert list(tmp_path.iterdir()) == []
+    assert_wrote_nothing(tmp_path)
 
 
 def test_train_help_documents_every_hyperparameter(tmp_path):
@@ -42,12 +42,12 @@ def test_train_help_documents_every_hyperparameter(tmp_path):
     (("train", "--cuda-graph", "on", "--optimizer", "sgd"), "cuda_graph on needs optimizer"),
     (("train", "--device", "cuda:7"), "cuda"),
     (("search", "--trials", "0"), "0 is not in the range x>=1"),
-    (("search", "--worker-of", "2"), "No such option: --worker-of"),  # workers read JSON now
+    (("search", "--worker-of", "2"), "No such option '--worker-of'"),  # workers read JSON now
     (("frobnicate",), "No such command"),
 ])
 def test_bad_input_exits_2_with_one_line(tmp_path, args, fragment):
     assert_one_line_error(invoke(*args, cwd=tmp_path), fragment, code=2)
-    assert list(tmp_path.iterdir()) == []  # nothing half-written
+    assert_wrote_nothing(tmp_path)  # nothing half-written
 
 
 @pytest.mark.parametrize("content, fragment", [
@@ -78,4 +78,4 @@ def test_reading_commands_in_an_empty_folder_write_nothing(tmp_path, command):
     mlflow.db left behind."""
     result = invoke(*command, cwd=tmp_path)
     assert_one_line_error(result, "does not exist", code=2)
-    assert list(tmp_path.iterdir()) == []
+    assert_wrote_nothing(tmp_path)

@@ -12,7 +12,7 @@ from pipeline.core.settings import ModelSpec, TrainSettings
 from pipeline.core.timings import Stopwatch
 from pipeline.train.model import build_model
 from pipeline.train.plan import choose_device, plan_execution
-from pipeline.train.trainer import NonFiniteLossError, evaluate, fit
+from pipeline.train.trainer import Hooks, NonFiniteLossError, Reporting, evaluate, fit
 
 SMALL = ModelSpec(depth=2, width=8, fc_width=32)
 # The trainer's tests run on the CPU; on a GPU machine PIPELINE_TEST_DEVICE=cuda runs them there.
@@ -27,7 +27,7 @@ def _settings(**overrides) -> TrainSettings:
 def test_it_learns_a_small_problem_and_reports_every_epoch(small_data):
     seen = []
     model = build_model(SMALL, seed=0)
-    result = fit(model, small_data, _settings(rotation=10), on_epoch_end=seen.append)
+    result = fit(model, small_data, _settings(rotation=10), Hooks(on_epoch_end=seen.append))
     assert [s.epoch for s in seen] == [1, 2]
     assert seen[1].train_loss < seen[0].train_loss
     assert result.final.val_accuracy > 0.85  # 2,000 images, 2 epochs
@@ -52,8 +52,9 @@ def test_reports_come_at_even_fractions_of_each_epoch_and_a_report_can_stop_trai
             raise StopIteration  # as a pruner's TrialPruned would
 
     with pytest.raises(StopIteration):
-        fit(build_model(SMALL, seed=0), small_data, _settings(), on_epoch_end=seen.append,
-            on_report=stop_in_the_second_epoch, reports_per_epoch=4, watch=watch)
+        fit(build_model(SMALL, seed=0), small_data, _settings(),
+            Hooks(on_epoch_end=seen.append, on_report=stop_in_the_second_epoch),
+            reporting=Reporting(per_epoch=4), watch=watch)
     assert [r.step for r in reports] == [1, 2, 3, 4, 5, 6]
     assert [r.epochs for r in reports] == [0.25, 0.5, 0.75, 1.0, 1.25, 1.5]
     # The epoch's own report is its end-of-epoch validation.
@@ -68,8 +69,9 @@ def test_reports_inside_an_epoch_can_measure_a_sample_of_the_validation_images(s
     images; every epoch's end (and so the trial's value) still measures all of them."""
     k = 7  # accuracies measured on 7 images are multiples of 1/7
     reports, seen = [], []
-    fit(build_model(SMALL, seed=0), small_data, _settings(epochs=2), on_epoch_end=seen.append,
-        on_report=reports.append, reports_per_epoch=4, inside_val_size=k)
+    fit(build_model(SMALL, seed=0), small_data, _settings(epochs=2),
+        Hooks(on_epoch_end=seen.append, on_report=reports.append),
+        reporting=Reporting(per_epoch=4, inside_val_size=k))
     inside = [r for r in reports if not r.epochs.is_integer()]
     ends = [r for r in reports if r.epochs.is_integer()]
     assert len(inside) == 6 and len(ends) == 2
@@ -121,7 +123,7 @@ def test_epoch_callback_can_stop_training(small_data):
 
     with pytest.raises(Stop):
         fit(build_model(SMALL, seed=0), small_data, _settings(epochs=5),
-            on_epoch_end=stop_after_first)
+            Hooks(on_epoch_end=stop_after_first))
 
 
 @pytest.mark.parametrize("overrides, message", [

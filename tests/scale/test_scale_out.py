@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -17,19 +16,11 @@ from helpers import (
     invoke,
     require_system_tools,
 )
+from spaces import tiny_space
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
-TINY = textwrap.dedent("""\
-    study:
-      sampler: {seed: 0, n_startup_trials: 4}
-      pruner: {n_startup_trials: 3, n_warmup_steps: 0}
-    data: {val_size: 500, train_subset: 1000}
-    fixed: {epochs: 2, depth: 1, fc_width: 16, batch_size: 64}
-    params:
-      width: {type: categorical, choices: [4, 8]}
-      lr: {type: float, low: 1.0e-3, high: 3.0e-2, log: true}
-""")
+TINY = tiny_space(train_subset=1000, lowest_lr="1.0e-3", sampler_startup=4, pruner_startup=3)
 def test_workers_on_one_machine_share_a_journal_storage(tmp_path):
     (tmp_path / "tiny.yaml").write_text(TINY)
     journal = tmp_path / "optuna.journal"

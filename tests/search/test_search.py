@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from helpers import (
     assert_one_line_error,
+    assert_wrote_nothing,
     chromium,
     free_port,
     invoke,
@@ -30,23 +31,13 @@ from helpers import (
 )
 from optuna.trial import TrialState
 from PIL import Image
+from spaces import tiny_space
 
 from pipeline.core import outcomes
 from pipeline.core.timings import PHASES
 from pipeline.data.splits import to_unit_pixels
 
-# Learning rates down to 1e-6 learn nothing in two epochs: the seeded random start draws some,
-# and the median pruner must stop them.
-TINY = textwrap.dedent("""\
-    study:
-      sampler: {seed: 0, n_startup_trials: 5}
-      pruner: {n_startup_trials: 2, n_warmup_steps: 0}
-    data: {val_size: 500, train_subset: 2000}
-    fixed: {epochs: 2, depth: 1, fc_width: 16, batch_size: 64}
-    params:
-      width: {type: categorical, choices: [4, 8]}
-      lr: {type: float, low: 1.0e-6, high: 3.0e-2, log: true}
-""")
+TINY = tiny_space()
 
 
 def _search(folder, space_text=TINY, *args, name="tiny", env=None):
@@ -294,7 +285,7 @@ def test_an_unreachable_tracking_server_is_one_line_and_writes_nothing(tmp_path)
                      env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"})
     assert_one_line_error(result, "tracking server at http://127.0.0.1:", "is unreachable",
                           "MLFLOW_TRACKING_URI", code=1)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]
+    assert_wrote_nothing(tmp_path, "tiny.yaml")
 
 
 @pytest.mark.parametrize("storage, fragment", [
@@ -307,7 +298,7 @@ def test_a_bad_storage_url_is_one_line_and_writes_nothing(tmp_path, storage, fra
     result = _search(tmp_path, TINY, "--storage", storage)
     line = assert_one_line_error(result, fragment, code=2)
     assert "pw@" not in line  # never the password
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]
+    assert_wrote_nothing(tmp_path, "tiny.yaml")
 
 
 FAULTS = textwrap.dedent("""\

@@ -123,7 +123,7 @@ def test_reconcile_closes_each_orphaned_run_by_its_trials_outcome(tmp_path, stor
         assert run.data.tags["pipeline.state"] == expected.name
 
 
-PIPELINE = Path(__file__).resolve().parent.parent / "pipeline"
+PIPELINE = Path(__file__).resolve().parents[2] / "pipeline"
 
 
 def test_every_outcome_to_status_decision_is_in_the_outcome_table():

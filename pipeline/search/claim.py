@@ -1,0 +1,74 @@
+"""Claiming the next trial under the study lock, and telling Optuna how a claimed trial ended.
+
+Every worker of a study (on this machine or another) counts and creates trials under one lock,
+so none starts a trial beyond the study's target; a trial is created under the lock and run
+outside it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from enum import Enum
+
+import optuna
+from optuna.trial import TrialState
+
+from pipeline.core.outcomes import COMPLETE
+from pipeline.search.trial import TrialRunner
+from pipeline.study import optuna_private
+from pipeline.study.locking import StudyLock
+from pipeline.study.trials import count_trials, requeue
+
+
+class ClaimKind(Enum):
+    START = "start"  # a trial was created (or a queued retry taken) for this worker to run
+    WAIT = "wait"  # no room, but other workers' trials still run: one may die and come back
+    GRID_EXHAUSTED = "grid"  # a grid sampler has run every combination
+    TARGET_REACHED = "target"  # the study holds its target number of finished trials
+
+
+@dataclass(frozen=True)
+class Claim:
+    kind: ClaimKind
+    trial: optuna.Trial | None = None  # for START
+
+
+def claim_next_trial(study: optuna.Study, target: int, lock: StudyLock) -> Claim:
+    """Count the study's trials and, if there is room under its ``target``, create the next one.
+
+    The study ``lock`` is held for this block and nowhere else: every worker of a study (on this
+    machine or another) counts and creates under it, so none creates a trial beyond the target.
+    The trial exists (RUNNING, or a queued retry taken) when the lock is let go; its
+    hyperparameters are sampled afterwards, outside the lock.
+    """
+    with lock:
+        counts = count_trials(study)
+        exhausted = getattr(study.sampler, "is_exhausted", None)
+        if exhausted is not None and exhausted(study):
+            return Claim(ClaimKind.GRID_EXHAUSTED)
+        if counts.should_start(target):
+            with warnings.catch_warnings():
+                # Optuna warns that heartbeats go with study.optimize; run_claimed beats them.
+                warnings.filterwarnings("ignore", message="Heartbeat of storage")
+                return Claim(ClaimKind.START, study.ask())
+        if counts.finished >= target or counts.running == 0:
+            return Claim(ClaimKind.TARGET_REACHED)
+    return Claim(ClaimKind.WAIT)
+
+
+def run_claimed(study: optuna.Study, trial: optuna.Trial,
+                runner: TrialRunner) -> optuna.trial.FrozenTrial:
+    """Run a claimed trial, beating its heartbeat (database storages), and tell Optuna how it
+    ended. Ctrl-C fails the trial and queues its parameters to run again."""
+    with optuna_private.heartbeat(study, trial):
+        try:
+            result = runner(trial)
+        except KeyboardInterrupt:
+            failed = study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            requeue(study, failed)
+            raise
+    return study.tell(trial, result.value if result.outcome is COMPLETE else None,
+                      state=TrialState[result.outcome.trial_state])
+
+

@@ -1,0 +1,111 @@
+"""One trial from sampled parameters to its closed run, on an in-memory Optuna study, a real
+MLflow store and a few hundred synthetic images: each way a trial ends is written to the trial
+and its run as the outcome table says, in well under a second of training."""
+
+from __future__ import annotations
+
+import dataclasses
+import textwrap
+
+import optuna
+import pytest
+import torch
+
+from pipeline.core import outcomes
+from pipeline.core.progress import SearchProgress
+from pipeline.core.timings import PHASES
+from pipeline.data.splits import DataSplits, Split
+from pipeline.search.request import SearchRequest
+from pipeline.search.trial import StudyRuns, TrialRunner
+from pipeline.study.space import load_space
+from pipeline.track.runs import Tracker
+
+SPACE = textwrap.dedent("""\
+    study: {pruner: {type: median, n_startup_trials: 0}}
+    data: {val_size: 64, train_subset: 256}
+    fixed: {epochs: 2, depth: 1, width: 4, fc_width: 16, batch_size: 64, channels_last: "off"}
+    params:
+      lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}
+""")
+DIVERGING = SPACE.replace('channels_last: "off"}', 'channels_last: "off", batch_norm: false, '
+                          'optimizer: sgd, momentum: 0.0, schedule: constant}').replace(
+    "low: 1.0e-3, high: 1.0e-2", "low: 1.0e+6, high: 2.0e+6")
+
+
+def _images(n: int, seed: int) -> Split:
+    generator = torch.Generator().manual_seed(seed)
+    return Split(torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8, generator=generator),
+                 torch.randint(0, 10, (n,), generator=generator))
+
+
+DATA = DataSplits(_images(256, 0), _images(64, 1), "synthetic", 64, 0)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> StudyRuns:
+    """A real MLflow store for the module (making one costs seconds) and a parent run."""
+    tracker = Tracker(f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db")
+    experiment = tracker.experiment("runner")
+    return StudyRuns(tracker, experiment, tracker.start_run(experiment, "study").run_id)
+
+
+def _run_one(tmp_path, runs, space_text, *, pruner=None, should_stop=None):
+    (tmp_path / "space.yaml").write_text(space_text)
+    space = load_space(tmp_path / "space.yaml")
+    req = SearchRequest(space=space, trials=1, study_name="runner", storage_url="memory",
+                        tracking_uri=runs.tracker.uri, seed=0, device="cpu")
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    trial = study.ask()
+    runner = TrialRunner(req, DATA, runs, SearchProgress(1, 0, space.metric, enabled=False),
+                         should_stop)
+    try:
+        result = runner(trial)
+    finally:
+        frozen = study.trials[0]
+    return result, frozen, runs.tracker.client.get_run(frozen.user_attrs["mlflow_run_id"])
+
+
+def _written_as(outcome: outcomes.Outcome, trial, run) -> None:
+    assert trial.user_attrs["outcome"] == outcome.name
+    assert run.info.status == outcome.run_status
+    assert run.data.tags["pipeline.state"] == outcome.name
+    assert list(trial.user_attrs["seconds"]) == list(PHASES)
+
+
+def test_a_trial_the_pruner_stops_is_pruned_on_its_trial_and_run(tmp_path, runs):
+    always = optuna.pruners.ThresholdPruner(lower=2.0)  # no accuracy reaches 2
+    result, trial, run = _run_one(tmp_path, runs, SPACE, pruner=always)
+    assert result == dataclasses.replace(result, outcome=outcomes.PRUNED, value=None)
+    _written_as(outcomes.PRUNED, trial, run)
+    assert trial.user_attrs["pruned_epoch"] == 1 == trial.user_attrs["epochs_trained"]
+    assert trial.user_attrs["reason"].startswith("pruned after epoch 1: val_accuracy ")
+    assert run.data.tags["pipeline.pruned_epoch"] == "1"
+    assert "model_uri" not in trial.user_attrs
+
+
+def test_a_trial_that_trains_to_the_end_records_its_value_and_model(tmp_path, runs):
+    result, trial, run = _run_one(tmp_path, runs, SPACE)
+    assert result.outcome is outcomes.COMPLETE
+    _written_as(outcomes.COMPLETE, trial, run)
+    assert result.value == trial.user_attrs["val_accuracy"] == run.data.metrics["val_accuracy"]
+    assert trial.user_attrs["model_uri"].startswith("models:/m-")
+    assert trial.user_attrs["epochs_trained"] == 2
+    assert run.data.params["lr"] == f"{trial.params['lr']:.6g}"
+
+
+def test_a_diverging_trial_is_recorded_diverged_not_failed(tmp_path, runs):
+    result, trial, run = _run_one(tmp_path, runs, DIVERGING)
+    assert result.outcome is outcomes.DIVERGED and result.value is None
+    _written_as(outcomes.DIVERGED, trial, run)
+    assert trial.user_attrs["reason"].startswith("diverged: loss became non-finite in epoch 1")
+    assert trial.user_attrs["pruned_epoch"] == 1
+
+
+def test_a_stop_request_interrupts_the_trial_records_it_and_raises(tmp_path, runs):
+    with pytest.raises(KeyboardInterrupt):
+        _run_one(tmp_path, runs, SPACE, should_stop=lambda: True)
+    (run,) = runs.tracker.client.search_runs(
+        [runs.experiment_id], "tags.`pipeline.state` = 'interrupted'")
+    assert run.info.status == outcomes.INTERRUPTED.run_status
+    assert run.data.tags["pipeline.reason"].startswith("interrupted (Ctrl-C or SIGTERM)")
