@@ -344,6 +344,24 @@ def chromium():
     return webdriver.Chrome(service=Service(driver), options=options)
 
 
+def keep_artifacts(name: str, *paths: Path) -> None:
+    """Copies of files and folders under PIPELINE_TEST_ARTIFACTS/name, when that is set (CI
+    keeps what a failed test leaves to read)."""
+    import shutil
+
+    keep = os.environ.get("PIPELINE_TEST_ARTIFACTS")
+    if not keep:
+        return
+    for path in paths:
+        target = Path(keep) / name / path.name
+        if path.is_dir():
+            shutil.copytree(path, target, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("*.sock", "sockets"))
+        elif path.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, target)
+
+
 def keep_screenshot(browser, shot: Path) -> Path:
     """The browser's window as a PNG at ``shot``, and a copy under PIPELINE_TEST_ARTIFACTS when
     that is set (CI keeps what the browser tests saw)."""

@@ -171,3 +171,23 @@ def test_a_module_loads_only_what_its_job_needs(module, allowed):
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True).stdout.split()
     assert set(loaded) <= set(allowed), f"{module} loads {loaded}"
+
+
+def test_the_readme_layout_is_the_package_as_it_is():
+    """The folder tree under the README's layout marker names every module of pipeline/ (but the
+    packages' faces), in its folder, and nothing that is not there."""
+    readme = (PIPELINE.parent / "README.md").read_text()
+    block = readme.split("<!-- layout -->\n```\n", 1)[1].split("```", 1)[0]
+    listed, folders = set(), []
+    for line in block.splitlines():
+        name = line.split()[0]
+        depth = (len(line) - len(line.lstrip())) // 2
+        folders[depth:] = [name.rstrip("/")] if name.endswith("/") else []
+        if name.endswith(".py"):
+            listed.add("/".join([*folders[:depth], name]))
+        elif depth == 0:
+            assert (PIPELINE.parent / name).exists(), name
+    actual = {str(p.relative_to(PIPELINE.parent)) for p in PIPELINE.rglob("*.py")
+              if p.name not in ("__init__.py", "__main__.py")}
+    assert listed == actual
+

@@ -14,6 +14,7 @@ from enum import Enum
 import optuna
 from optuna.trial import TrialState
 
+from pipeline.core.keys import ATTR_WORKER
 from pipeline.core.outcomes import COMPLETE
 from pipeline.search.trial import TrialRunner
 from pipeline.study import optuna_private
@@ -34,13 +35,16 @@ class Claim:
     trial: optuna.Trial | None = None  # for START
 
 
-def claim_next_trial(study: optuna.Study, target: int, lock: StudyLock) -> Claim:
+def claim_next_trial(study: optuna.Study, target: int, lock: StudyLock, worker: str) -> Claim:
     """Count the study's trials and, if there is room under its ``target``, create the next one.
 
     The study ``lock`` is held for this block and nowhere else: every worker of a study (on this
     machine or another) counts and creates under it, so none creates a trial beyond the target.
-    The trial exists (RUNNING, or a queued retry taken) when the lock is let go; its
-    hyperparameters are sampled afterwards, outside the lock.
+    The trial exists (RUNNING, or a queued retry taken) when the lock is let go, with the
+    ``worker`` that runs it and its first heartbeat recorded: a worker that dies from here on
+    leaves a trial that this machine's reconcile, or any machine's heartbeat check, fails and
+    queues again, never one RUNNING for ever. Its hyperparameters are sampled afterwards,
+    outside the lock.
     """
     with lock:
         counts = count_trials(study)
@@ -51,7 +55,10 @@ def claim_next_trial(study: optuna.Study, target: int, lock: StudyLock) -> Claim
             with warnings.catch_warnings():
                 # Optuna warns that heartbeats go with study.optimize; run_claimed beats them.
                 warnings.filterwarnings("ignore", message="Heartbeat of storage")
-                return Claim(ClaimKind.START, study.ask())
+                trial = study.ask()
+            trial.set_user_attr(ATTR_WORKER, worker)
+            optuna_private.record_heartbeat(study, trial)
+            return Claim(ClaimKind.START, trial)
         if counts.finished >= target or counts.running == 0:
             return Claim(ClaimKind.TARGET_REACHED)
     return Claim(ClaimKind.WAIT)

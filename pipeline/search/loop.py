@@ -33,6 +33,7 @@ from pipeline.search.session import (
     open_search,
 )
 from pipeline.search.trial import StudyRuns, TrialRunner
+from pipeline.study.liveness import worker_id
 from pipeline.study.space import SearchSpace, load_space
 from pipeline.study.trials import best_trial, count_trials
 from pipeline.train.plan import choose_device
@@ -96,13 +97,14 @@ def run_trials(session: Session, data: DataSplits, progress: SearchProgress,
     show_best(progress, study)
     deadline = time.monotonic() + req.timeout if req.timeout else None
     poll = min(5.0, float(req.heartbeat_interval or 5))
+    worker = worker_id()
     while True:
         if should_stop is not None and should_stop():
             raise KeyboardInterrupt
         if deadline is not None and time.monotonic() >= deadline:
             return "timeout"
         reconcile(study, session.tracker, session.experiment_id)
-        claim = claim_next_trial(study, req.trials, session.lock)
+        claim = claim_next_trial(study, req.trials, session.lock, worker)
         if claim.kind is ClaimKind.WAIT:
             time.sleep(poll)
             continue

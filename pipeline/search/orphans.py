@@ -4,9 +4,9 @@ Runs at the start of every search (and as `pipeline reconcile`):
 
 * a RUNNING trial whose worker process on this machine is gone is failed as a dead worker and
   queued to run again with the same parameters (on RDB storages, heartbeats do the same for
-  other machines);
+  other machines), and so is one whose worker died as it claimed it, before recording itself;
 * an MLflow trial run still RUNNING whose trial is no longer running is closed with the status
-  of the trial's outcome (outcomes.py): the one its worker recorded, or dead-worker when it
+  of the trial's outcome (core.outcomes): the one its worker recorded, or dead-worker when it
   recorded none.
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import optuna
 from optuna.trial import TrialState
@@ -32,6 +33,9 @@ from pipeline.study import optuna_private
 from pipeline.study.liveness import is_dead_local_worker
 from pipeline.study.trials import requeue, retried_numbers
 from pipeline.track.runs import RunLog, Tracker
+
+# Far beyond the milliseconds between creating a trial and recording its worker.
+CLAIM_SECONDS = 120
 
 
 @dataclass
@@ -58,10 +62,10 @@ def reconcile(study: optuna.Study, tracker: Tracker | None,
             optuna.storages.fail_stale_trials(study)  # other machines' dead workers
     retried = retried_numbers(study.get_trials(deepcopy=False))
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = trial.user_attrs.get(ATTR_WORKER, "")
-        if not worker or not is_dead_local_worker(worker):
+        reason = _why_dead(trial)
+        if reason is None:
             continue
-        why = {ATTR_REASON: dead_worker_reason(worker), ATTR_OUTCOME: DEAD_WORKER.name}
+        why = {ATTR_REASON: reason, ATTR_OUTCOME: DEAD_WORKER.name}
         if not optuna_private.fail_dead_trial(study, trial, why):
             continue  # another worker reconciled it first
         result.failed_trials.append(trial.number)
@@ -70,6 +74,19 @@ def reconcile(study: optuna.Study, tracker: Tracker | None,
     if tracker is not None and experiment_id is not None:
         result.closed_runs = _close_orphan_runs(study, tracker, experiment_id)
     return result
+
+
+def _why_dead(trial: optuna.trial.FrozenTrial) -> str | None:
+    """Why a RUNNING trial's worker is known dead, or None. A trial's claim records its worker
+    within milliseconds of creating it (search.claim): one that has none long after was claimed
+    by a worker that died in between, on whatever machine."""
+    worker = trial.user_attrs.get(ATTR_WORKER, "")
+    if worker:
+        return dead_worker_reason(worker) if is_dead_local_worker(worker) else None
+    started = trial.datetime_start or datetime.now()
+    if (datetime.now() - started).total_seconds() > CLAIM_SECONDS:
+        return "its worker died as it claimed the trial; queued to run again"
+    return None
 
 
 def _close_orphan_runs(study: optuna.Study, tracker: Tracker, experiment_id: str) -> list[str]:

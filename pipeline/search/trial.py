@@ -28,7 +28,6 @@ from pipeline.core.keys import (
     ATTR_SECONDS,
     ATTR_TRAIN_SECONDS,
     ATTR_VAL_ACCURACY,
-    ATTR_WORKER,
     SYS_FAILED_TRIAL,
     TAG_RETRY_OF,
     TAG_ROLE,
@@ -95,13 +94,11 @@ class TrialRunner:
     def __call__(self, trial: optuna.Trial) -> TrialResult:
         """Run ``trial`` to its outcome. Ctrl-C (KeyboardInterrupt) is recorded, then re-raised:
         the caller fails the trial and queues it again."""
-        attempt = _Attempt(trial)
-        worker = worker_id()
+        attempt = _Attempt(trial)  # claimed for this worker (search.claim)
         with attempt.watch("optuna"):
-            trial.set_user_attr(ATTR_WORKER, worker)
             attempt.sampled = self.space.suggest(trial)
         with attempt.watch("mlflow_params"):
-            run = self._open_run(attempt, worker)
+            run = self._open_run(attempt, worker_id())
         fitted, error = self._train(attempt, run)
         outcome = outcome_of(error)
         self._record(attempt, run, outcome, error, fitted)

@@ -1,10 +1,9 @@
 """A lock per study, so workers that share a study never start more trials than its total.
 
 A worker takes the lock, counts the study's trials, and if there is room creates its next trial;
-it lets go as soon as the trial exists (search.claim_next_trial, a `with` block). On PostgreSQL
-the lock is a session advisory lock, so workers on different machines serialise too; on a file
-storage (SQLite, Optuna's journal) it is a lock on a file beside it, which covers the
-processes of one machine.
+it lets go as soon as the trial exists (search.claim, a `with` block). On PostgreSQL the lock is a
+session advisory lock, so workers on different machines serialise too; on a file storage (SQLite,
+Optuna's journal) it is a lock on a file beside it, which covers the processes of one machine.
 """
 
 from __future__ import annotations

@@ -38,6 +38,14 @@ def heartbeat(study: optuna.Study, trial: optuna.Trial):
     return get_heartbeat_thread(trial._trial_id, study._storage)
 
 
+def record_heartbeat(study: optuna.Study, trial: optuna.Trial) -> None:
+    # The trial's first heartbeat, recorded as it is claimed. Optuna's stale-trial check skips a
+    # RUNNING trial that never beat: a worker that died between creating its trial and starting
+    # the heartbeat thread would leave it RUNNING for ever. Storage methods take the private id.
+    if is_heartbeat_enabled(study._storage):
+        study._storage.record_heartbeat(trial._trial_id)
+
+
 def system_attrs(trial: optuna.Trial) -> dict:
     # A running trial's system attributes (a retried trial's lineage, written by Optuna's retry
     # callback or by `pipeline`'s requeue): Trial has no public accessor for them.

@@ -20,7 +20,7 @@ def _tpe_options(space: SearchSpace) -> dict:
 class GridSampler(optuna.samplers.GridSampler):
     """Optuna's grid sampler for ask-and-tell: after a trial, Optuna's would call study.stop()
     once the grid is used up, which is allowed only inside study.optimize. The search asks
-    is_exhausted() itself before it claims a trial (search.claim_next_trial)."""
+    is_exhausted() itself before it claims a trial (search.claim.claim_next_trial)."""
 
     def after_trial(self, study, trial, state, values) -> None:
         pass

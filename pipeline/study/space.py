@@ -30,6 +30,7 @@ sample a network that cannot be built).
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import itertools
 import json
 import math
@@ -73,7 +74,6 @@ REPORTS_PER_EPOCH_MAX = 100
 PARAM_KEYS = ("type", "low", "high", "step", "log", "choices", "when")
 PARAM_TYPES = ("int", "float", "categorical")
 DATA_KEYS = ("val_size", "split_seed", "train_subset")
-SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 
 
 class SpaceError(UsageError):
@@ -218,16 +218,24 @@ class SearchSpace:
 # ---------------------------------------------------------------------------------------------
 
 
+def shipped_spaces() -> Path:
+    """The spaces that come with `pipeline`: the repository's search_spaces/ folder, which the
+    wheel carries as the package pipeline.search_spaces (an editable install maps the package
+    onto the folder itself)."""
+    return Path(str(importlib.resources.files("pipeline.search_spaces")))
+
+
 def resolve_space_path(name_or_path: str) -> Path:
-    """A path as given, or a bare name looked up in ./search_spaces then the project's folder."""
+    """A path as given, or a bare name looked up in ./search_spaces (a folder of the working
+    directory overrides by name), then among the shipped spaces."""
     candidate = Path(name_or_path)
     if candidate.suffix in (".yaml", ".yml") and candidate.exists():
         return candidate
     stem = name_or_path if candidate.suffix in (".yaml", ".yml") else f"{name_or_path}.yaml"
-    for folder in (Path.cwd() / "search_spaces", SPACES_DIR):
+    for folder in (Path.cwd() / "search_spaces", shipped_spaces()):
         if (folder / stem).exists():
             return folder / stem
-    known = sorted(p.stem for p in SPACES_DIR.glob("*.yaml")) if SPACES_DIR.exists() else []
+    known = sorted(p.stem for p in shipped_spaces().glob("*.yaml"))
     raise SpaceError(f"no search space {name_or_path!r}; give a YAML path or one of: "
                      f"{', '.join(known)}")
 

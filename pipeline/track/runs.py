@@ -128,7 +128,7 @@ class RunLog:
         self.client = client
         self.run_id = run_id
         self.experiment_id = experiment_id
-        self.watch = Stopwatch()  # seconds in MLflow calls, by phase (timings.py)
+        self.watch = Stopwatch()  # seconds in MLflow calls, by phase (core.timings)
 
     def _timed(self, phase: str, fn, *args, **kwargs):
         with self.watch(phase):
@@ -158,7 +158,7 @@ class RunLog:
 
     def close(self, outcome: Outcome, reason: str = "",
               pruned_epoch: int | None = None) -> None:
-        """Close the run with the status and tags of ``outcome`` (outcomes.py)."""
+        """Close the run with the status and tags of ``outcome`` (core.outcomes)."""
         self.finish(outcome.run_status, outcome.tags(reason, pruned_epoch))
 
     def finish(self, status: str, tags: dict[str, Any] | None = None) -> None:

@@ -69,7 +69,7 @@ def train_one(config: RunConfig, *, data_dir: Path | None = None, experiment: st
         raise
     finally:
         progress.close()
-        if run is not None:  # complete, failed, out of memory or interrupted: outcomes.py
+        if run is not None:  # complete, failed, out of memory or interrupted: core.outcomes
             outcome = outcome_of(error)
             run.close(outcome, reason_for(outcome, error))
     final = fitted.result.final

@@ -5,6 +5,7 @@ every node, and a node lost mid-trial without losing the trial."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import optuna
 import pytest
@@ -13,6 +14,7 @@ from helpers import (
     assert_wrote_nothing,
     free_port,
     invoke,
+    keep_artifacts,
     optuna_dashboard_study,
     start_cli,
     wait_for,
@@ -68,10 +70,12 @@ def _runs(tracking: str, experiment: str):
 
 
 @pytest.fixture(scope="module")
-def lost_node_search(cluster, postgres, tracking_server, tmp_path_factory):
+def lost_node_search(cluster, postgres, tracking_server, tmp_path_factory, request):
     """One search of 12 trials by 3 workers spread over the two nodes. Once a trial on the
     second node is in its second epoch, that node is removed (its raylet and workers killed, as
-    a machine that dies); the search is left to finish."""
+    a machine that dies); the search is left to finish. When any test of the module fails, the
+    driver's output and Ray's logs are kept (PIPELINE_TEST_ARTIFACTS)."""
+    failed_before = request.session.testsfailed
     folder = tmp_path_factory.mktemp("ray")
     (node,) = cluster.worker_nodes
     storage = postgres.database("optuna")  # the plain postgresql:// URL, as the README has it
@@ -92,13 +96,24 @@ def lost_node_search(cluster, postgres, tracking_server, tmp_path_factory):
                 return trial
         return None
 
-    victim = wait_for(a_trial_mid_training, timeout=300,
-                      what="a trial in its second epoch on the second node")
-    cluster.remove_node(node, allow_graceful=False)
-    stdout, stderr = driver.communicate(timeout=400)
-    study = optuna.load_study(study_name="mnist-tiny", storage=storage)
-    return {"code": driver.returncode, "stdout": stdout, "stderr": stderr, "victim": victim,
-            "study": study, "storage": storage, "env": env, "folder": folder}
+    try:
+        victim = wait_for(a_trial_mid_training, timeout=300,
+                          what="a trial in its second epoch on the second node")
+        cluster.remove_node(node, allow_graceful=False)
+        stdout, stderr = driver.communicate(timeout=400)
+        study = optuna.load_study(study_name="mnist-tiny", storage=storage)
+    except BaseException:
+        _keep_logs(cluster, driver)
+        raise
+    yield {"code": driver.returncode, "stdout": stdout, "stderr": stderr, "victim": victim,
+           "study": study, "storage": storage, "env": env, "folder": folder}
+    if request.session.testsfailed > failed_before:
+        _keep_logs(cluster, driver)
+
+
+def _keep_logs(cluster, driver) -> None:
+    """The driver's output and the cluster's logs, kept under PIPELINE_TEST_ARTIFACTS."""
+    keep_artifacts("ray-lost-node", driver.folder, Path(cluster.head_node.get_logs_dir_path()))
 
 
 def test_three_workers_across_two_nodes_run_exactly_the_studys_total(lost_node_search,

@@ -3,6 +3,8 @@ its target, on an in-memory study (no training, no MLflow)."""
 
 from __future__ import annotations
 
+import time
+
 import optuna
 from optuna.trial import TrialState
 
@@ -32,7 +34,7 @@ def _study(**kwargs) -> optuna.Study:
 def test_a_study_under_its_target_starts_a_trial_inside_the_lock():
     study = _study()
     lock = RecordingLock(study)
-    claim = claim_next_trial(study, 2, lock)
+    claim = claim_next_trial(study, 2, lock, "w")
     assert claim.kind is ClaimKind.START and claim.trial.number == 0
     assert study.trials[0].state == TrialState.RUNNING
     assert lock.trials_seen == [1] and not lock.held  # created before the lock was let go
@@ -41,28 +43,28 @@ def test_a_study_under_its_target_starts_a_trial_inside_the_lock():
 def test_at_its_target_with_a_trial_still_running_a_worker_waits_for_it():
     """The running trial's worker may die, and its trial come back as a retry."""
     study, lock = _study(), StudyLock()
-    first = claim_next_trial(study, 2, lock).trial
-    claim_next_trial(study, 2, lock)
+    first = claim_next_trial(study, 2, lock, "w").trial
+    claim_next_trial(study, 2, lock, "w")
     study.tell(first, 0.9)
-    assert claim_next_trial(study, 2, lock).kind is ClaimKind.WAIT
+    assert claim_next_trial(study, 2, lock, "w").kind is ClaimKind.WAIT
 
 
 def test_a_study_that_holds_its_target_is_done_whatever_the_outcomes():
     study, lock = _study(), StudyLock()
     for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
-        trial = claim_next_trial(study, 3, lock).trial
+        trial = claim_next_trial(study, 3, lock, "w").trial
         study.tell(trial, 0.5 if state == TrialState.COMPLETE else None, state=state)
-    assert claim_next_trial(study, 3, lock).kind is ClaimKind.TARGET_REACHED
+    assert claim_next_trial(study, 3, lock, "w").kind is ClaimKind.TARGET_REACHED
     assert len(study.trials) == 3
 
 
 def test_a_queued_retry_runs_even_when_the_study_is_at_its_target():
     study, lock = _study(), StudyLock()
-    trial = claim_next_trial(study, 1, lock).trial
+    trial = claim_next_trial(study, 1, lock, "w").trial
     trial.suggest_float("x", 0.0, 1.0)
     failed = study.tell(trial, state=TrialState.FAIL)
     requeue(study, failed)  # an interrupted trial: it does not count
-    retry = claim_next_trial(study, 1, lock)
+    retry = claim_next_trial(study, 1, lock, "w")
     assert retry.kind is ClaimKind.START
     assert retry.trial.suggest_float("x", 0.0, 1.0) == failed.params["x"]
 
@@ -70,6 +72,35 @@ def test_a_queued_retry_runs_even_when_the_study_is_at_its_target():
 def test_a_grid_that_has_run_every_combination_is_done():
     study, lock = _study(sampler=GridSampler({"x": [1, 2]}, seed=0)), StudyLock()
     for _ in range(2):
-        trial = claim_next_trial(study, 5, lock).trial
+        trial = claim_next_trial(study, 5, lock, "w").trial
         study.tell(trial, trial.suggest_categorical("x", [1, 2]))
-    assert claim_next_trial(study, 5, lock).kind is ClaimKind.GRID_EXHAUSTED
+    assert claim_next_trial(study, 5, lock, "w").kind is ClaimKind.GRID_EXHAUSTED
+
+
+def test_a_claimed_trial_names_its_worker_and_has_beaten_once(tmp_path):
+    """Recorded under the lock: a worker that dies right after claiming leaves a trial that the
+    heartbeat check fails (Optuna skips a trial that never beat) and reconcile can judge."""
+    from pipeline.study.storage import open_storage
+
+    storage = open_storage(f"sqlite:///{tmp_path}/beat.db", heartbeat_interval=1,
+                           grace_period=1)
+    study = optuna.create_study(storage=storage, direction="maximize")
+    claim = claim_next_trial(study, 1, StudyLock(), "host:123:456")
+    assert study.trials[0].user_attrs["worker"] == "host:123:456"
+    time.sleep(2.2)  # no heartbeat thread runs: the one beat goes stale
+    optuna.storages.fail_stale_trials(study)
+    assert study.trials[claim.trial.number].state == TrialState.FAIL
+
+
+def test_a_trial_whose_worker_died_as_it_claimed_it_is_reconciled(monkeypatch):
+    from pipeline.search import orphans
+
+    study = _study()
+    trial = study.ask()  # created, and its claim never recorded a worker
+    trial.suggest_float("x", 0.0, 1.0)
+    assert orphans.reconcile(study, None, None).failed_trials == []  # too young to judge
+    monkeypatch.setattr(orphans, "CLAIM_SECONDS", -1.0)
+    assert orphans.reconcile(study, None, None).failed_trials == [0]
+    assert study.trials[0].user_attrs["outcome"] == "dead-worker"
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert [t.params for t in waiting] == [study.trials[0].params]
