@@ -67,6 +67,9 @@ class Background:
                                      stderr=self._err, text=True, start_new_session=True,
                                      preexec_fn=preexec_fn)
         self.pid = self.proc.pid
+        # What signals this process ignored as it started the program (a child starts with the
+        # ignored ones ignored): half of the story when the program will not stop.
+        self.started_by = _signal_state(Path("/proc/self"))
 
     @property
     def returncode(self) -> int | None:
@@ -103,18 +106,11 @@ class Background:
 
     def stuck_state(self) -> str:
         """What a process that does not end is doing: its threads' signal state (pending,
-        blocked, caught) and, for a `pipeline` process, every thread's Python stack (the program
-        prints them to stderr on SIGUSR1)."""
-        lines = []
+        blocked, ignored, caught), the test process's as it started it, and, for a `pipeline`
+        process, every thread's Python stack (the program prints them to stderr on SIGUSR1)."""
+        lines = [f"started by a process with {self.started_by}"]
         for task in sorted(Path(f"/proc/{self.pid}/task").glob("*")):
-            try:
-                status = (task / "status").read_text().splitlines()
-                name = (task / "comm").read_text().strip()
-            except OSError:
-                continue
-            signals = " ".join(s.replace("\t", "") for s in status
-                               if s.startswith(("State", "SigPnd", "SigBlk", "SigCgt")))
-            lines.append(f"thread {task.name} ({name}): {signals}")
+            lines.append(f"thread {task.name}: {_signal_state(task)}")
         try:
             os.kill(self.pid, signal.SIGUSR1)
             time.sleep(1)
@@ -132,6 +128,16 @@ class Background:
         except subprocess.TimeoutExpired:
             os.killpg(self.pid, signal.SIGKILL)
             self.proc.wait()
+
+
+def _signal_state(proc: Path) -> str:
+    """A process's or thread's state and signal masks, from /proc."""
+    try:
+        status = (proc / "status").read_text().splitlines()
+    except OSError as e:
+        return str(e)
+    return " ".join(s.replace("\t", "") for s in status
+                    if s.startswith(("Name", "State", "SigPnd", "SigBlk", "SigIgn", "SigCgt")))
 
 
 def start_cli(*args: str, cwd: Path, env: dict | None = None, preexec_fn=None) -> Background:

@@ -28,14 +28,15 @@ def request_for_node(text: str) -> SearchRequest:
 
 
 def run_worker(text: str, should_stop: Callable[[], bool] | None = None) -> str:
-    """Run the search of ``text`` (a SearchRequest as JSON) here; returns why it stopped."""
+    """Run the search of ``text`` (a SearchRequest as JSON) here; returns why it stopped.
+    ``kill -USR1`` prints every thread's stack to the worker's stderr (a Ray worker's log)."""
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     return run_search(request_for_node(text), should_stop=should_stop).stopped_by
 
 
 def main() -> None:
     """``python -m pipeline.scale.worker``: the request on standard input; a user's error is one
     line and its exit status, as from the `pipeline` command."""
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
     env.configure_process()
     try:
         run_worker(sys.stdin.read())

@@ -4,7 +4,9 @@ every node, and a node lost mid-trial without losing the trial."""
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -102,13 +104,30 @@ def lost_node_search(cluster, postgres, tracking_server, tmp_path_factory, reque
         cluster.remove_node(node, allow_graceful=False)
         stdout, stderr = driver.communicate(timeout=400)
         study = optuna.load_study(study_name="mnist-tiny", storage=storage)
-    except BaseException:
+    except BaseException as e:
         _keep_logs(cluster, driver)
-        raise
+        raise AssertionError(f"{e}\n{_worker_stacks(cluster)}") from None
     yield {"code": driver.returncode, "stdout": stdout, "stderr": stderr, "victim": victim,
            "study": study, "storage": storage, "env": env, "folder": folder}
     if request.session.testsfailed > failed_before:
         _keep_logs(cluster, driver)
+
+
+def _worker_stacks(cluster) -> str:
+    """What the search's Ray workers are doing: each prints its threads' stacks on SIGUSR1 into
+    its log; the ends of those logs."""
+    import signal
+
+    for stat in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if b"SearchWorker" in stat.read_bytes():
+                os.kill(int(stat.parent.name), signal.SIGUSR1)
+        except (OSError, ValueError):
+            continue
+    time.sleep(2)
+    logs = Path(cluster.head_node.get_logs_dir_path())
+    return "\n".join(f"--- {err.name}\n{err.read_text(errors='replace')[-3000:]}"
+                     for err in sorted(logs.glob("worker-*.err")) if err.stat().st_size)
 
 
 def _keep_logs(cluster, driver) -> None:
