@@ -40,11 +40,12 @@ def claim_next_trial(study: optuna.Study, target: int, lock: StudyLock, worker: 
 
     The study ``lock`` is held for this block and nowhere else: every worker of a study (on this
     machine or another) counts and creates under it, so none creates a trial beyond the target.
-    The trial exists (RUNNING, or a queued retry taken) when the lock is let go, with the
-    ``worker`` that runs it and its first heartbeat recorded: a worker that dies from here on
-    leaves a trial that this machine's reconcile, or any machine's heartbeat check, fails and
-    queues again, never one RUNNING for ever. Its hyperparameters are sampled afterwards,
-    outside the lock.
+    The trial exists (RUNNING, or a queued retry taken) when the lock is let go, with its first
+    heartbeat and then the ``worker`` that runs it recorded: a worker that dies from here on
+    leaves a trial that any machine's heartbeat check, or this machine's reconcile, fails and
+    queues again; one that dies inside the claim leaves a trial that never beat or named its
+    worker, which reconcile fails later (search.orphans). Its hyperparameters are sampled
+    afterwards, outside the lock.
     """
     with lock:
         counts = count_trials(study)
@@ -56,8 +57,8 @@ def claim_next_trial(study: optuna.Study, target: int, lock: StudyLock, worker: 
                 # Optuna warns that heartbeats go with study.optimize; run_claimed beats them.
                 warnings.filterwarnings("ignore", message="Heartbeat of storage")
                 trial = study.ask()
-            trial.set_user_attr(ATTR_WORKER, worker)
             optuna_private.record_heartbeat(study, trial)
+            trial.set_user_attr(ATTR_WORKER, worker)
             return Claim(ClaimKind.START, trial)
         if counts.finished >= target or counts.running == 0:
             return Claim(ClaimKind.TARGET_REACHED)

@@ -62,7 +62,7 @@ def reconcile(study: optuna.Study, tracker: Tracker | None,
             optuna.storages.fail_stale_trials(study)  # other machines' dead workers
     retried = retried_numbers(study.get_trials(deepcopy=False))
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        reason = _why_dead(trial)
+        reason = _why_dead(study, trial)
         if reason is None:
             continue
         why = {ATTR_REASON: reason, ATTR_OUTCOME: DEAD_WORKER.name}
@@ -76,16 +76,17 @@ def reconcile(study: optuna.Study, tracker: Tracker | None,
     return result
 
 
-def _why_dead(trial: optuna.trial.FrozenTrial) -> str | None:
-    """Why a RUNNING trial's worker is known dead, or None. A trial's claim records its worker
-    within milliseconds of creating it (search.claim): one that has none long after was claimed
-    by a worker that died in between, on whatever machine."""
+def _why_dead(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str | None:
+    """Why a RUNNING trial's worker is known dead, or None. A trial's claim records its first
+    heartbeat and its worker within milliseconds of creating it (search.claim): one that has
+    neither long after was claimed by a worker that died in between, on whatever machine."""
     worker = trial.user_attrs.get(ATTR_WORKER, "")
-    if worker:
-        return dead_worker_reason(worker) if is_dead_local_worker(worker) else None
     started = trial.datetime_start or datetime.now()
-    if (datetime.now() - started).total_seconds() > CLAIM_SECONDS:
+    old = (datetime.now() - started).total_seconds() > CLAIM_SECONDS
+    if old and (not worker or optuna_private.never_beat(study, trial)):
         return "its worker died as it claimed the trial; queued to run again"
+    if worker and is_dead_local_worker(worker):
+        return dead_worker_reason(worker)
     return None
 
 

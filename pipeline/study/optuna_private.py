@@ -46,6 +46,21 @@ def record_heartbeat(study: optuna.Study, trial: optuna.Trial) -> None:
         study._storage.record_heartbeat(trial._trial_id)
 
 
+def never_beat(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+    # Whether a trial of a storage with heartbeats has no heartbeat at all: a claim cut short
+    # between creating the trial and its first beat. Optuna keeps the heartbeats in a table of
+    # its RDB storage (behind the study's cache) with no public reader.
+    storage = study._storage
+    if not is_heartbeat_enabled(storage):
+        return False
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    rdb = getattr(storage, "_backend", storage)
+    with _create_scoped_session(rdb.scoped_session) as session:
+        return models.TrialHeartbeatModel.where_trial_id(trial._trial_id, session) is None
+
+
 def system_attrs(trial: optuna.Trial) -> dict:
     # A running trial's system attributes (a retried trial's lineage, written by Optuna's retry
     # callback or by `pipeline`'s requeue): Trial has no public accessor for them.

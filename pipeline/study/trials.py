@@ -64,11 +64,11 @@ def count_trials(study: optuna.Study) -> TrialCounts:
 
 def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     """Queue a failed trial to run again with the same parameters (lineage in system attrs).
+    One stopped before it sampled any is queued too, with none fixed: it samples afresh, and
+    the lost trial does not count towards the study's target.
 
     Same record as Optuna's RetryHeartbeatStaleTrialCallback, so both kinds of retry read alike.
     """
-    if not trial.params:
-        return  # interrupted before anything was sampled: a fresh trial will do
     history = [*trial.system_attrs.get(SYS_RETRY_HISTORY, []), trial.number]
     study.add_trial(optuna.trial.create_trial(
         state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,

@@ -4,6 +4,7 @@ its target, on an in-memory study (no training, no MLflow)."""
 from __future__ import annotations
 
 import time
+import warnings
 
 import optuna
 from optuna.trial import TrialState
@@ -104,3 +105,34 @@ def test_a_trial_whose_worker_died_as_it_claimed_it_is_reconciled(monkeypatch):
     assert study.trials[0].user_attrs["outcome"] == "dead-worker"
     waiting = study.get_trials(states=(TrialState.WAITING,))
     assert [t.params for t in waiting] == [study.trials[0].params]
+
+
+def test_a_trial_that_named_its_worker_but_never_beat_is_reconciled(tmp_path, monkeypatch):
+    """A claim cut short on a storage with heartbeats: Optuna's stale-trial check would skip a
+    trial that never beat, and its worker (on another machine) cannot be checked from here."""
+    from pipeline.search import orphans
+    from pipeline.study.storage import open_storage
+
+    storage = open_storage(f"sqlite:///{tmp_path}/cut.db", heartbeat_interval=60)
+    study = optuna.create_study(storage=storage, direction="maximize")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # heartbeats without study.optimize: the claim's way
+        trial = study.ask()
+    trial.set_user_attr("worker", "another-machine:123:456")
+    monkeypatch.setattr(orphans, "CLAIM_SECONDS", -1.0)
+    assert orphans.reconcile(study, None, None).failed_trials == [0]
+    beating = claim_next_trial(study, 5, StudyLock(), "another-machine:789:1")
+    assert orphans.reconcile(study, None, None).failed_trials == []  # it beat: Optuna's to judge
+    assert study.trials[beating.trial.number].state == TrialState.RUNNING
+
+
+def test_a_trial_stopped_before_it_sampled_anything_is_queued_afresh_and_not_counted():
+    from pipeline.study.trials import count_trials
+
+    study, lock = _study(), StudyLock()
+    trial = claim_next_trial(study, 1, lock, "w").trial
+    requeue(study, study.tell(trial, state=TrialState.FAIL))
+    counts = count_trials(study)
+    assert (counts.failed, counts.retried, counts.waiting) == (0, 1, 1)
+    fresh = claim_next_trial(study, 1, lock, "w")
+    assert fresh.kind is ClaimKind.START and 0.0 <= fresh.trial.suggest_float("x", 0, 1) <= 1
