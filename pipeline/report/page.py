@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 
 from pipeline.core.keys import ATTR_RUN_ID, ATTR_SPACE, ATTR_TRAIN_SECONDS
 from pipeline.core.metric import format_value
+from pipeline.report.rungs import Importance
 from pipeline.report.seed_reports import seed_rows, seed_table_html
 from pipeline.study.studies import study_metric
 from pipeline.study.trials import count_trials, epochs_trained, ranked_trials
@@ -158,8 +159,9 @@ def _card(label: str, value: str, detail: str = "") -> str:
 
 
 def page(study: optuna.Study, figures: dict, notes: list[str], table: str,
-         pictures: dict[str, str]) -> str:
-    """The page: headline cards, learning curves, Optuna's figures, pictures, tables, notes."""
+         pictures: dict[str, str], mattered: Importance | None = None) -> str:
+    """The page: headline cards (what ``mattered`` most among them), learning curves, the
+    figures, pictures, tables, notes."""
     head = headline(study)
     cards = [
         _card("best", head.best),
@@ -169,6 +171,11 @@ def page(study: optuna.Study, figures: dict, notes: list[str], table: str,
               f"{head.saved_share:.0%} of all epochs, ~{head.seconds_saved / 60:.1f} min of "
               "training"),
     ]
+    if mattered is not None:
+        top = list(mattered.shares.items())[:3]
+        cards.append(_card("what mattered most", ", ".join(name for name, _ in top),
+                           "importance " + ", ".join(f"{share:.2f}" for _, share in top)
+                           + f"; {mattered.rests_on}"))
     parts = ["<div class='cards'>" + "".join(cards) + "</div>"]
     for i, (name, fig) in enumerate(figures.items()):
         parts.append(f"<h2>{html.escape(name.replace('_', ' ').capitalize())}</h2>")

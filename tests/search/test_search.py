@@ -122,16 +122,24 @@ def test_every_trial_records_where_its_time_went(searched):
                      result.stdout)
 
 
-# Successive halving with four reports per epoch: rungs at 1/4, 1/2, 1 and 2 epochs, and only the
-# top half of the trials at a rung go on. Learning rates down to 1e-6 learn nothing.
+# Successive halving with four reports per epoch: rungs at 1/4 and 1 epoch, and only the top
+# quarter of the trials at a rung go on. Learning rates down to 1e-6 learn nothing.
 HALVING = TINY.replace("pruner: {n_startup_trials: 2, n_warmup_steps: 0}",
-                       "pruner: {type: successive_halving, reduction_factor: 2, "
+                       "pruner: {type: successive_halving, reduction_factor: 4, "
                        "reports_per_epoch: 4}")
 
 
-def test_successive_halving_stops_weak_trials_part_way_through_an_epoch(tmp_path):
-    result = _search(tmp_path, HALVING, "--trials", "6", "--no-report", name="halving")
+@pytest.fixture(scope="module")
+def halved(tmp_path_factory):
+    """A heavily pruned study: ten trials, most stopped at their first quarter epoch."""
+    folder = tmp_path_factory.mktemp("halved")
+    result = _search(folder, HALVING, "--trials", "10", name="halving")
     assert result.returncode == 0, result.stderr
+    return folder, result
+
+
+def test_successive_halving_stops_weak_trials_part_way_through_an_epoch(halved):
+    tmp_path, _ = halved
     trials = optuna_study(tmp_path, "mnist-halving").get_trials()
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     assert pruned and any(t.user_attrs["pruned_epoch"] < 1 for t in pruned)
@@ -150,6 +158,42 @@ def test_successive_halving_stops_weak_trials_part_way_through_an_epoch(tmp_path
                 f"pruned after epoch {fraction:g}" in t.user_attrs["reason"]
         else:
             assert len(t.intermediate_values) == 8  # two epochs, four reports each
+
+
+def test_a_heavily_pruned_study_is_explained_at_its_first_rung_in_a_real_browser(
+        halved, browser_available):
+    """Most trials stopped at a quarter epoch: the page still says which parameters mattered,
+    from every trial at that rung, and draws them all; the search's last lines name the three
+    most important. A screenshot of it is kept (PIPELINE_TEST_ARTIFACTS)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    folder, result = halved
+    trials = optuna_study(folder, "mnist-halving").trials
+    assert sum(t.state == TrialState.PRUNED for t in trials) > len(trials) / 2
+    rests_on = f"validation accuracy at 0.25 epoch, {len(trials)} trials"
+    assert f"most important ({rests_on}): " in result.stdout
+    browser = chromium()
+    try:
+        browser.get((folder / "reports" / "mnist-halving" / "index.html").as_uri())
+        WebDriverWait(browser, 60).until(lambda d: d.execute_script(
+            "const p = [...document.querySelectorAll('.js-plotly-plot')];"
+            "return p.length > 0 && p.every(e => e.querySelector('svg'))"))
+        importance = browser.execute_script(
+            "const f = document.getElementById('figure-importance_at_the_first_rung');"
+            "return f && {title: f.layout.title.text, params: f.data[0].y,"
+            "             bars: f.querySelectorAll('.bars .point').length}")
+        assert importance["title"] == f"Parameter importance: {rests_on}"
+        assert len(importance["params"]) >= 2 and importance["bars"] >= 2
+        history = browser.execute_script(
+            "return document.getElementById('figure-history_at_the_first_rung').data"
+            ".map(t => [t.name, (t.x || []).length])")
+        drawn = dict(history)
+        assert drawn["pruned"] + drawn["complete"] == len(trials)
+        body = browser.find_element("tag name", "body").text
+        assert "what mattered most" in body and rests_on in body
+        keep_screenshot(browser, folder / "report_page_pruned.png")
+    finally:
+        browser.quit()
 
 
 def test_complete_trials_have_a_confusion_matrix_and_a_model_that_reads_digits(searched, mnist):
@@ -186,11 +230,18 @@ def test_complete_trials_have_a_confusion_matrix_and_a_model_that_reads_digits(s
         mlflow.set_tracking_uri(None)
 
 
+# The figures of a study whose first rung (epoch 1) all eight trials reached, four or more of
+# them complete: the rung's figures over every trial, and the complete trials' own.
+FIGURES = ("learning_curves", "importance_at_the_first_rung", "param_importances",
+           "history_at_the_first_rung", "slices_at_the_first_rung",
+           "parallel_coordinates_at_the_first_rung", "optimization_history",
+           "parallel_coordinate", "slice")
+
+
 def test_the_report_folder_has_the_html_figures_and_the_parent_run_has_the_page(searched):
     folder, result = searched
     report = folder / "reports" / "mnist-tiny"
-    for name in ("index", "learning_curves", "optimization_history", "parallel_coordinate",
-                 "slice", "param_importances"):
+    for name in ("index", *FIGURES):
         assert (report / f"{name}.html").stat().st_size > 1000, name
     assert "Top trials of 'mnist-tiny'" in result.stdout
     parent = runs_by_role(folder, "mnist-tiny")["study"][0]
@@ -214,8 +265,9 @@ def test_the_report_page_stands_alone_and_renders_every_figure_in_a_real_browser
         browser.get(index.as_uri())
         drawn = WebDriverWait(browser, 60).until(lambda d: d.execute_script(
             "const p = document.querySelectorAll('.js-plotly-plot');"
-            "return p.length === 5 && [...p].every(e => e.querySelector('svg')) && p.length"))
-        assert drawn == 5  # learning curves, history, importances, parallel coordinates, slice
+            f"return p.length === {len(FIGURES)} && [...p].every(e => e.querySelector('svg'))"
+            " && p.length"))
+        assert drawn == len(FIGURES)  # every figure of the report folder, on the one page
         body = browser.find_element("tag name", "body").text
         for words in ("best", "trials", "wall time", "saved by pruning", "Learning curves",
                       "The best trial", "Confusion matrix", "Its mistakes", "Top trials"):
