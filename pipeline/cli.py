@@ -11,7 +11,13 @@ from pathlib import Path
 import click
 
 from pipeline import __version__
-from pipeline.core import DEFAULT_MODEL_NAME, DEFAULT_MODEL_URI, PipelineError, env
+from pipeline.core import (
+    DEFAULT_MODEL_NAME,
+    DEFAULT_MODEL_URI,
+    DEFAULT_OUTAGE_TIMEOUT,
+    PipelineError,
+    env,
+)
 
 
 class PipelineGroup(click.Group):
@@ -176,12 +182,18 @@ report_dir_option = click.option(
 @click.option("--grace-period", type=click.IntRange(min=1), default=None,
               help="Seconds without a heartbeat before a trial counts as dead and is retried "
                    "[default: 3 heartbeats].")
+@click.option("--outage-timeout", type=click.FloatRange(min=0, min_open=True),
+              default=DEFAULT_OUTAGE_TIMEOUT,
+              show_default=True,
+              help="Seconds the search waits out an unreachable MLflow tracking server or "
+                   "study storage (saying so, starting no trial) before it stops; it exits 75 "
+                   "and the same command resumes.")
 @data_dir_option
 def search(trials: int, workers: int | None, ray_address: str | None, cpus_per_worker: float,
            gpus_per_worker: float | None, threads: int | None, space_name: str | None,
            study_name: str | None, storage: str | None, timeout: float | None, seed: int | None,
            device: str, force: bool, report_dir: Path, no_report: bool, heartbeat_interval: int,
-           grace_period: int | None, data_dir: Path | None) -> None:
+           grace_period: int | None, outage_timeout: float, data_dir: Path | None) -> None:
     """Search hyperparameters with Optuna; track every trial in MLflow.
 
     Starts the study, or resumes it: run the same command again after a stop to add the
@@ -207,7 +219,8 @@ def search(trials: int, workers: int | None, ray_address: str | None, cpus_per_w
             seed=space.sampler["seed"] if seed is None else seed, device=device,
             timeout=timeout, force=force, data_dir=data_dir, report_dir=report_dir,
             report=not no_report, heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period, workers=workers or 1, threads=threads)
+            grace_period=grace_period, workers=workers or 1, threads=threads,
+            outage_timeout=outage_timeout)
 
     if ray_address is not None:
         from pipeline.scale import run_on_ray

@@ -8,6 +8,7 @@ from pipeline.core.exports import exports
 
 __getattr__, __dir__, __all__ = exports(__name__, {
     "errors": ["PipelineError", "UsageError", "DataError", "first_line"],
+    "faults": ["DEFAULT_OUTAGE_TIMEOUT"],
     "hparams": ["ALL_FIELDS", "ALL_KEYS", "default_of", "field_kind", "make_config",
                 "read_yaml_mapping"],
     "keys": ["ATTR_EXPERIMENT", "ATTR_HEARTBEAT", "ATTR_PARENT_RUN", "CHAMPION",

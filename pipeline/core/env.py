@@ -67,6 +67,14 @@ LIBRARY_DEFAULTS = (
     Default("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false",
             "The files `pipeline` downloads are small (pictures for the report, a model): "
             "progress bars would only litter the output."),
+    Default("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2",
+            "A search rides out a tracking-server outage itself; MLflow's client gives up "
+            "after a few seconds instead of five minutes."),
+    Default("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1",
+            "With the two retries above: about three seconds before a call gives up."),
+    Default("MLFLOW_HTTP_REQUEST_TIMEOUT", "30",
+            "A server that accepts a connection and never answers is noticed in 30 s, not "
+            "120 s."),
     Default("GRADIO_ANALYTICS_ENABLED", "False",
             "The demo serves on loopback: no usage statistics sent, nor waited for."),
 )

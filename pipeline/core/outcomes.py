@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass
 
 from pipeline.core.errors import NonFiniteLossError, first_line
+from pipeline.core.faults import DISK, fault_of
 from pipeline.core.keys import TAG_PRUNED_EPOCH, TAG_REASON, TAG_STATE
 
 
@@ -51,8 +52,14 @@ INTERRUPTED = Outcome("interrupted", "FAIL", "KILLED", True,
                       "stopped by Ctrl-C or SIGTERM; its parameters run again on resume")
 DEAD_WORKER = Outcome("dead-worker", "FAIL", "KILLED", True,
                       "its worker process died (killed, crashed, lost its machine); runs again")
+INFRASTRUCTURE = Outcome("infrastructure", "FAIL", "KILLED", True,
+                         "the tracking server or the study's storage stayed unreachable: "
+                         "nothing about its hyperparameters; runs again")
+DISK_FULL = Outcome("disk-full", "FAIL", "FAILED", True,
+                    "no space left where its run, model or pictures are written; runs again")
 
-TRIAL_OUTCOMES = (COMPLETE, PRUNED, DIVERGED, FAILED, OUT_OF_MEMORY, INTERRUPTED, DEAD_WORKER)
+TRIAL_OUTCOMES = (COMPLETE, PRUNED, DIVERGED, FAILED, OUT_OF_MEMORY, INTERRUPTED, DEAD_WORKER,
+                  INFRASTRUCTURE, DISK_FULL)
 
 # The study's own (parent) run.
 STUDY_FINISHED = Outcome("finished", "", "FINISHED", False, "the study reached its target")
@@ -98,6 +105,9 @@ def outcome_of(error: BaseException | None) -> Outcome:
         return INTERRUPTED
     if isinstance(error, NonFiniteLossError):
         return DIVERGED
+    fault = fault_of(error)
+    if fault is not None:
+        return DISK_FULL if fault.kind == DISK else INFRASTRUCTURE
     optuna = sys.modules.get("optuna")
     if optuna is not None and isinstance(error, optuna.TrialPruned):
         return PRUNED
@@ -118,7 +128,9 @@ def reason_for(outcome: Outcome, error: BaseException | None) -> str:
         return "interrupted (Ctrl-C or SIGTERM); queued to run again"
     described = type(error).__name__ + (f": {first_line(error, limit=500)}"
                                         if str(error).strip() else "")
-    return f"out of memory: {described}" if outcome is OUT_OF_MEMORY else described
+    prefix = {OUT_OF_MEMORY: "out of memory", INFRASTRUCTURE: "infrastructure fault",
+              DISK_FULL: "disk full"}.get(outcome)
+    return f"{prefix}: {described}" if prefix else described
 
 
 def dead_worker_reason(worker: str) -> str:

@@ -4,17 +4,25 @@ closed and reported once at the end."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import time
 
 from optuna.trial import TrialState
 
 from pipeline.core.errors import PipelineError
+from pipeline.core.faults import TRACKING
 from pipeline.core.outcomes import STUDY_FAILED
 from pipeline.core.progress import SearchProgress
 from pipeline.core.signals import interrupt_on_signals
 from pipeline.search.loop import SearchOutcome, show_best, show_finished
-from pipeline.search.session import Session, close_search, interrupted
+from pipeline.search.outage import OutageTooLong
+from pipeline.search.session import Session, close_search, interrupted, stop_now
 from pipeline.study.trials import count_trials
+
+# How often the coordinator asks the tracking server whether it answers (the workers find out on
+# their own, and hold what they log; the coordinator is the one that says so).
+TRACKING_CHECK_SECONDS = 10.0
 
 
 class WorkerFailed(PipelineError):
@@ -72,24 +80,38 @@ def coordinate(session: Session, workers: WorkerGroup, *, echo=print) -> SearchO
     progress = SearchProgress(req.trials, session.counts_at_start.finished, req.space.metric,
                               echo=echo)
     watcher = StudyWatcher(session.study, progress)
+    waiter, checked = session.waiter, time.monotonic()
     with interrupt_on_signals() as received:
         try:
             while workers.running():
-                watcher.poll()
+                waiter.retrying(watcher.poll)  # a storage outage: said once, waited out
+                if time.monotonic() - checked > TRACKING_CHECK_SECONDS:
+                    waiter.check(TRACKING)  # the workers hold their logs meanwhile
+                    checked = time.monotonic()
                 workers.wait(1.0)
         except KeyboardInterrupt:
             signum = received.get("signal", signal.SIGINT)
             workers.stop(signum)
             raise interrupted(session, signum) from None
+        except OutageTooLong:
+            workers.stop(signal.SIGTERM)
+            stop_now(session)
+            raise
         finally:
             workers.stop(signal.SIGTERM)  # whatever happened here, leave no worker behind
-            watcher.poll()
+            with contextlib.suppress(Exception):  # a storage that is down: no last look
+                watcher.poll()
             progress.close()
     failed = workers.failures()
+    if any("exited 75" in f or "OutageTooLong" in f for f in failed):
+        stop_now(session)
+        raise OutageTooLong(f"{'; '.join(failed)}: a store stayed unreachable past "
+                            f"--outage-timeout ({req.outage_timeout:g}s); the search stopped: "
+                            "run the same command once it is back, and it resumes")
     if failed:
         if count_trials(session.study).running == 0:
             session.parent.close(STUDY_FAILED)
         raise WorkerFailed(f"{'; '.join(failed)}; the others finished; run the same command "
                            "to resume")
-    files = close_search(session, echo=echo)
+    files = session.waiter.retrying(close_search, session, echo=echo)
     return SearchOutcome(session.study, session.parent.run_id, session.experiment_id, files)

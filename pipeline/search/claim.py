@@ -7,6 +7,7 @@ outside it.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass
 from enum import Enum
@@ -16,8 +17,9 @@ from optuna.trial import TrialState
 
 from pipeline.core.keys import ATTR_WORKER
 from pipeline.core.outcomes import COMPLETE
+from pipeline.search.outage import OutageTooLong, Waiter
 from pipeline.search.trial import TrialRunner
-from pipeline.study import optuna_private
+from pipeline.study import heartbeats, optuna_private
 from pipeline.study.locking import StudyLock
 from pipeline.study.trials import count_trials, requeue
 
@@ -65,18 +67,28 @@ def claim_next_trial(study: optuna.Study, target: int, lock: StudyLock, worker: 
     return Claim(ClaimKind.WAIT)
 
 
-def run_claimed(study: optuna.Study, trial: optuna.Trial,
-                runner: TrialRunner) -> optuna.trial.FrozenTrial:
+def run_claimed(study: optuna.Study, trial: optuna.Trial, runner: TrialRunner,
+                waiter: Waiter | None = None) -> optuna.trial.FrozenTrial:
     """Run a claimed trial, beating its heartbeat (database storages), and tell Optuna how it
-    ended. Ctrl-C fails the trial and queues its parameters to run again."""
-    with optuna_private.heartbeat(study, trial):
+    ended (riding out a storage outage with ``waiter``); an outcome that runs again (core.
+    outcomes) queues its parameters. Ctrl-C, or a store down past the outage timeout, fails the
+    trial and queues it, as far as the storage answers, and stops."""
+    with heartbeats.beating(study, trial):
         try:
             result = runner(trial)
-        except KeyboardInterrupt:
-            failed = study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-            requeue(study, failed)
+        except (KeyboardInterrupt, OutageTooLong):
+            with contextlib.suppress(Exception):  # a storage that is down: the next search
+                requeue(study, study.tell(trial, state=TrialState.FAIL, skip_if_finished=True))
             raise
-    return study.tell(trial, result.value if result.outcome is COMPLETE else None,
-                      state=TrialState[result.outcome.trial_state])
+    told = _store(waiter, study.tell, trial,
+                  result.value if result.outcome is COMPLETE else None,
+                  state=TrialState[result.outcome.trial_state], skip_if_finished=True)
+    if result.outcome.requeue:
+        _store(waiter, requeue, study, told)
+    return told
+
+
+def _store(waiter: Waiter | None, call, *args, **kwargs):
+    return call(*args, **kwargs) if waiter is None else waiter.retrying(call, *args, **kwargs)
 
 

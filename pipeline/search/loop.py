@@ -13,17 +13,22 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 import optuna
 import torch
 from optuna.trial import TrialState
 
-from pipeline.core.keys import ATTR_REASON
+from pipeline.core.errors import first_line
+from pipeline.core.faults import DISK, TRACKING, fault_of
+from pipeline.core.keys import ATTR_OUTCOME, ATTR_REASON
+from pipeline.core.outcomes import DISK_FULL
 from pipeline.core.progress import SearchProgress
 from pipeline.core.signals import interrupt_on_signals
 from pipeline.data.splits import DataSplits
 from pipeline.search.claim import ClaimKind, claim_next_trial, run_claimed
 from pipeline.search.orphans import reconcile
+from pipeline.search.outage import DiskFull, OutageTooLong, require_room
 from pipeline.search.request import SearchRequest
 from pipeline.search.session import (
     Session,
@@ -31,6 +36,7 @@ from pipeline.search.session import (
     interrupted,
     load_search_data,
     open_search,
+    stop_now,
 )
 from pipeline.search.trial import StudyRuns, TrialRunner
 from pipeline.study.liveness import worker_id
@@ -91,26 +97,46 @@ def run_trials(session: Session, data: DataSplits, progress: SearchProgress,
     """Claim and run trials until the study holds its target; returns why it stopped.
     ``should_stop`` is polled between trials and after every epoch: True stops the search as
     Ctrl-C does (a Ray worker passes Ray's cancellation flag; a process gets signals)."""
-    req, study = session.req, session.study
-    runs = StudyRuns(session.tracker, session.experiment_id, session.parent.run_id)
+    req, study, waiter = session.req, session.study, session.waiter
+    runs = StudyRuns(session.tracker, session.experiment_id, session.parent.run_id, waiter)
     runner = TrialRunner(req, data, runs, progress, should_stop)
-    show_best(progress, study)
+    waiter.retrying(show_best, progress, study)
     deadline = time.monotonic() + req.timeout if req.timeout else None
     poll = min(5.0, float(req.heartbeat_interval or 5))
     worker = worker_id()
+    writes_to, disk_full_in_a_row = _local_folders(session), 0
     while True:
         if should_stop is not None and should_stop():
             raise KeyboardInterrupt
         if deadline is not None and time.monotonic() >= deadline:
             return "timeout"
-        reconcile(study, session.tracker, session.experiment_id)
-        claim = claim_next_trial(study, req.trials, session.lock, worker)
+        waiter.check(TRACKING)  # no trial starts while the tracking server is down
+        waiter.retrying(reconcile, study, session.tracker, session.experiment_id)
+        claim = waiter.retrying(claim_next_trial, study, req.trials, session.lock, worker)
         if claim.kind is ClaimKind.WAIT:
             time.sleep(poll)
             continue
         if claim.kind is not ClaimKind.START:
             return claim.kind.value
-        show_finished(progress, study, run_claimed(study, claim.trial, runner))
+        finished = run_claimed(study, claim.trial, runner, waiter)
+        waiter.retrying(show_finished, progress, study, finished)
+        disk_full = finished.user_attrs.get(ATTR_OUTCOME) == DISK_FULL.name
+        disk_full_in_a_row = disk_full_in_a_row + 1 if disk_full else 0
+        if disk_full:  # a disk that stays full stops the search
+            require_room(writes_to, tries=disk_full_in_a_row)
+
+
+def _local_folders(session: Session) -> list[Path]:
+    """The folders of this machine a trial writes to: the working folder (stores in files,
+    reports) and a local MLflow artifact root."""
+    folders = [Path.cwd()]
+    location = session.tracker.client.get_experiment(session.experiment_id).artifact_location
+    if urlparse(location).scheme in ("", "file"):
+        folder = Path(urlparse(location).path)
+        while not folder.exists():  # made as the first run writes: its parent's disk, then
+            folder = folder.parent
+        folders.append(folder)
+    return folders
 
 
 def run_search(req: SearchRequest, *, echo=print,
@@ -121,7 +147,7 @@ def run_search(req: SearchRequest, *, echo=print,
         torch.set_num_threads(req.threads)
     say = (lambda line: None) if req.quiet else echo
     session = open_search(req, echo=say)
-    data = load_search_data(session, echo=say)
+    data = session.waiter.retrying(load_search_data, session, echo=say)
     say(f"space {req.space.path} ({req.space.fingerprint}); {len(data.train):,} training / "
         f"{len(data.val):,} validation images; device {choose_device(req.device)}")
     progress = SearchProgress(req.trials, session.counts_at_start.finished, req.space.metric,
@@ -131,12 +157,23 @@ def run_search(req: SearchRequest, *, echo=print,
             stopped_by = run_trials(session, data, progress, should_stop)
         except KeyboardInterrupt:
             raise interrupted(session, received.get("signal", signal.SIGINT)) from None
+        except (OutageTooLong, DiskFull):
+            stop_now(session)
+            raise
+        except Exception as e:
+            fault = fault_of(e)
+            if fault is None or fault.kind != DISK:
+                raise
+            stop_now(session)
+            raise DiskFull(f"no space left on device ({first_line(e)}); the search stopped: "
+                           "free some space and run the same command, and it resumes") from None
         finally:
             progress.close()
     outcome = SearchOutcome(session.study, session.parent.run_id, session.experiment_id,
                             stopped_by=stopped_by)
     if not req.quiet:  # a worker of a coordinated search leaves the report to the coordinator
-        outcome.report_files = close_search(session, echo=echo, stopped_by=stopped_by)
+        outcome.report_files = session.waiter.retrying(close_search, session, echo=echo,
+                                                       stopped_by=stopped_by)
     return outcome
 
 

@@ -29,7 +29,7 @@ from pipeline.core.keys import (
     TAG_TRIAL,
 )
 from pipeline.core.outcomes import DEAD_WORKER, dead_worker_reason, for_finished_trial
-from pipeline.study import optuna_private
+from pipeline.study import heartbeats, optuna_private
 from pipeline.study.liveness import is_dead_local_worker
 from pipeline.study.trials import requeue, retried_numbers
 from pipeline.track.runs import RunLog, Tracker
@@ -56,10 +56,13 @@ class Reconciled:
 def reconcile(study: optuna.Study, tracker: Tracker | None,
               experiment_id: str | None) -> Reconciled:
     result = Reconciled()
-    if optuna_private.heartbeats_enabled(optuna_private.storage_of(study)):
+    # Other machines' dead workers, by their stale heartbeats; but not while nobody could beat:
+    # right after a storage outage every heartbeat is old (study.heartbeats).
+    if optuna_private.heartbeats_enabled(optuna_private.storage_of(study)) and \
+            heartbeats.settled(optuna_private.grace_period(study)):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)  # other machines' dead workers
+            optuna.storages.fail_stale_trials(study)
     retried = retried_numbers(study.get_trials(deepcopy=False))
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         reason = _why_dead(study, trial)

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from pipeline.core.faults import DEFAULT_OUTAGE_TIMEOUT
 from pipeline.study.space import SearchSpace, parse_space
 
 
@@ -37,6 +38,8 @@ class SearchRequest:
     workers: int = 1  # processes sharing this study (this one included)
     threads: int | None = None  # torch CPU threads for this process
     quiet: bool = False  # a worker of a coordinated search: errors only, no report
+    # Seconds a store may stay unreachable, waited out, before the search stops (resumable).
+    outage_timeout: float = DEFAULT_OUTAGE_TIMEOUT
 
     def to_json(self) -> str:
         return json.dumps({f.name: _encode(getattr(self, f.name))

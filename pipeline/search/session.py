@@ -4,13 +4,15 @@ on its parent run, reported, and the run closed when no worker is left."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 
-from pipeline.core.errors import PipelineError
+from pipeline.core.errors import PipelineError, first_line
+from pipeline.core.faults import STORAGE, TRACKING, fault_of
 from pipeline.core.keys import (
     ATTR_DATA_CHECKSUM,
     ATTR_EXPERIMENT,
@@ -28,6 +30,7 @@ from pipeline.core.keys import (
 from pipeline.core.outcomes import STUDY_FINISHED, STUDY_INTERRUPTED
 from pipeline.data.splits import DataSplits, load_mnist, split_train_val
 from pipeline.search.orphans import reconcile
+from pipeline.search.outage import Waiter, storage_store, tracking_store
 from pipeline.search.request import SearchRequest
 from pipeline.study import optuna_private
 from pipeline.study.locking import StudyLock, study_lock
@@ -56,12 +59,20 @@ class Session:
     parent: RunLog
     lock: StudyLock
     counts_at_start: TrialCounts
+    waiter: Waiter  # rides out an outage of the tracking server or the storage
 
 
 def open_search(req: SearchRequest, *, echo=print) -> Session:
     """Create or resume the study, its experiment and parent run; close what dead workers left."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own lines say what happened
-    ensure_reachable(req.tracking_uri)  # before the study's storage is written to
+    stores = [tracking_store(req.tracking_uri),
+              storage_store(req.storage_url, redact(req.storage_url))]
+    waiter = Waiter([s for s in stores if s is not None], timeout=req.outage_timeout, echo=echo)
+    if req.quiet:  # a worker joins a search under way: a store away for a while is waited out
+        waiter.check(TRACKING)
+        waiter.check(STORAGE)
+    else:  # a search that starts on a store that does not answer: one line, nothing written
+        ensure_reachable(req.tracking_uri)
     storage = open_storage(req.storage_url, heartbeat_interval=req.heartbeat_interval,
                            grace_period=req.grace_period)
     tune_sqlite_for_search(storage)
@@ -69,7 +80,7 @@ def open_search(req: SearchRequest, *, echo=print) -> Session:
     # Two workers starting together must not make two parent runs, nor both set up a fresh
     # MLflow database (its client migrates the schema as soon as it is made).
     with lock:
-        tracker = Tracker(req.tracking_uri)
+        tracker = Tracker(req.tracking_uri, wait=waiter.ride_out)
         study, created = create_or_resume(storage, req.study_name, req.space, req.seed,
                                           force=req.force)
         study.set_user_attr(ATTR_TARGET, req.trials)
@@ -90,7 +101,7 @@ def open_search(req: SearchRequest, *, echo=print) -> Session:
     echo(f"study {req.study_name!r} {verb} in {redact(req.storage_url)}: "
          f"{counts.finished} of {req.trials} trials done ({counts.line()})")
     echo(f"MLflow experiment {req.study_name!r} in {tracker.uri}")
-    return Session(req, study, tracker, experiment_id, parent, lock, counts)
+    return Session(req, study, tracker, experiment_id, parent, lock, counts, waiter)
 
 
 def load_search_data(session: Session, *, echo=print) -> DataSplits:
@@ -124,8 +135,14 @@ def close_search(session: Session, *, echo=print, stopped_by: str = "target") ->
 
     files: list[Path] = []
     if req.report:
-        files = write_report(study, req.report_dir, tracker=session.tracker,
-                             run_id=session.parent.run_id, echo=echo)
+        try:
+            files = write_report(study, req.report_dir, tracker=session.tracker,
+                                 run_id=session.parent.run_id, echo=echo)
+        except OSError as e:
+            if fault_of(e) is None:
+                raise
+            echo(f"note: the report could not be written ({first_line(e)}); `pipeline report` "
+                 "writes it once there is room")
     else:
         echo("")
         echo(top_trials_table(study))
@@ -136,11 +153,25 @@ def close_search(session: Session, *, echo=print, stopped_by: str = "target") ->
 
 
 def interrupted(session: Session, signum: int) -> SearchInterrupted:
-    session.parent.close(STUDY_INTERRUPTED)
+    """Ctrl-C or SIGTERM: the parent run closed, as far as the stores answer now (a stop asked
+    for during an outage does not wait for it)."""
+    counts = stop_now(session)
     name = signal.Signals(signum).name
     return SearchInterrupted(
         f"{name}: stopped; the running trial was marked failed and queued to run again; run "
-        f"the same `pipeline search` to resume ({count_trials(session.study).line()})", signum)
+        f"the same `pipeline search` to resume{counts}", signum)
+
+
+def stop_now(session: Session) -> str:
+    """Close the parent run as interrupted without waiting on a store that is down; the study's
+    counts as " (…)" when the storage answers."""
+    session.parent.wait = None
+    with contextlib.suppress(Exception):
+        session.parent.close(STUDY_INTERRUPTED)
+    try:
+        return f" ({count_trials(session.study).line()})"
+    except Exception:  # noqa: BLE001 - the storage is down: the next search counts
+        return ""
 
 
 def _open_parent_run(study: optuna.Study, tracker: Tracker, experiment_id: str,

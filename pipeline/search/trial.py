@@ -7,6 +7,7 @@ outcome; this module runs what happens in between.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ import optuna
 import torch
 
 from pipeline.core.errors import NonFiniteLossError
+from pipeline.core.faults import STORAGE, fault_of
 from pipeline.core.hparams import make_config
 from pipeline.core.keys import (
     ATTR_EPOCHS,
@@ -38,12 +40,21 @@ from pipeline.core.keys import (
     TAG_WORKER,
 )
 from pipeline.core.metric import format_value, value_of
-from pipeline.core.outcomes import COMPLETE, OUT_OF_MEMORY, Outcome, outcome_of, reason_for
+from pipeline.core.outcomes import (
+    COMPLETE,
+    INFRASTRUCTURE,
+    OUT_OF_MEMORY,
+    Outcome,
+    outcome_of,
+    reason_for,
+)
 from pipeline.core.progress import SearchProgress
 from pipeline.core.timings import Stopwatch, overhead
 from pipeline.data.splits import DataSplits
+from pipeline.search.outage import OutageTooLong, Waiter
 from pipeline.search.request import SearchRequest
 from pipeline.study import optuna_private
+from pipeline.study.heartbeats import storage_failed
 from pipeline.study.liveness import worker_id
 from pipeline.track.runs import RunLog, Tracker
 from pipeline.track.tracked_training import TrackedFit, TrainingJob, tracked_fit
@@ -64,6 +75,15 @@ class StudyRuns:
     tracker: Tracker
     experiment_id: str
     parent_run_id: str
+    # Rides out an outage of the tracking server or the study's storage (search.outage); None:
+    # an unreachable store is the trial's end.
+    waiter: Waiter | None = None
+
+    def store(self, call: Callable, *args, **kwargs):
+        """A call to a store, waiting out an outage when there is a waiter."""
+        if self.waiter is None:
+            return call(*args, **kwargs)
+        return self.waiter.retrying(call, *args, **kwargs)
 
 
 @dataclass
@@ -75,6 +95,9 @@ class _Attempt:
     start: float = field(default_factory=time.perf_counter)
     epochs_done: float = 0  # as far as its last report
     sampled: dict = field(default_factory=dict)
+    # Reports that met an unreachable storage: (value, step), sent once it answers. Meanwhile
+    # the trial trains on, unpruned: a pruner that cannot be asked keeps it.
+    held_reports: list[tuple[float, int]] = field(default_factory=list)
 
 
 class TrialRunner:
@@ -96,11 +119,14 @@ class TrialRunner:
         the caller fails the trial and queues it again."""
         attempt = _Attempt(trial)  # claimed for this worker (search.claim)
         with attempt.watch("optuna"):
-            attempt.sampled = self.space.suggest(trial)
+            attempt.sampled = self.runs.store(self.space.suggest, trial)
         with attempt.watch("mlflow_params"):
             run = self._open_run(attempt, worker_id())
         fitted, error = self._train(attempt, run)
         outcome = outcome_of(error)
+        if isinstance(error, OutageTooLong):  # the stores are down: record what can be, go
+            _record_without_waiting(attempt, error)
+            raise error
         self._record(attempt, run, outcome, error, fitted)
         if outcome is OUT_OF_MEMORY:
             _release_memory()
@@ -117,9 +143,10 @@ class TrialRunner:
         retry_of = optuna_private.system_attrs(trial).get(SYS_FAILED_TRIAL)
         if retry_of is not None:
             tags[TAG_RETRY_OF] = retry_of
-        run = self.runs.tracker.start_run(self.runs.experiment_id, f"trial-{trial.number:04d}",
-                                          parent_run_id=self.runs.parent_run_id, tags=tags)
-        trial.set_user_attr(ATTR_RUN_ID, run.run_id)
+        run = self.runs.store(self.runs.tracker.start_run, self.runs.experiment_id,
+                              f"trial-{trial.number:04d}",
+                              parent_run_id=self.runs.parent_run_id, tags=tags)
+        self.runs.store(trial.set_user_attr, ATTR_RUN_ID, run.run_id)
         return run
 
     def _train(self, attempt: _Attempt, run: RunLog
@@ -141,7 +168,7 @@ class TrialRunner:
                           on_report=lambda report: self._report(attempt, report))
             reporting = Reporting(self.space.reports_per_epoch, self.space.report_val_size)
             return tracked_fit(run, job, hooks, reporting=reporting, watch=attempt.watch), None
-        except (Exception, KeyboardInterrupt) as e:
+        except (Exception, KeyboardInterrupt) as e:  # every way a trial can end is an outcome
             return None, e
 
     def _epoch_done(self, attempt: _Attempt, stats: EpochStats) -> None:
@@ -150,16 +177,25 @@ class TrialRunner:
             raise KeyboardInterrupt  # the same clean path as Ctrl-C
 
     def _report(self, attempt: _Attempt, report: Report) -> None:
-        """Report a validation measurement to the pruner; stop the trial if it says so."""
+        """Report a validation measurement to the pruner; stop the trial if it says so. With a
+        waiter, a report that meets an unreachable storage is held and the trial goes on."""
         epochs = int(report.epochs) if report.epochs.is_integer() else report.epochs
         attempt.epochs_done = epochs
         metric, trial = self.space.metric, attempt.trial
         value = value_of(metric, report)
+        attempt.held_reports.append((value, report.step))
         with attempt.watch("optuna"):
-            trial.report(value, report.step)
-            prune = trial.should_prune()
-            if prune:
-                trial.set_user_attr(ATTR_PRUNED_EPOCH, epochs)
+            try:
+                _send_reports(attempt)
+                prune = trial.should_prune()
+                if prune:
+                    trial.set_user_attr(ATTR_PRUNED_EPOCH, epochs)
+            except Exception as e:
+                fault = fault_of(e)
+                if self.runs.waiter is None or fault is None or fault.kind != STORAGE:
+                    raise
+                storage_failed()
+                return
         if prune:
             raise optuna.TrialPruned(pruned_message(self.space.pruner, metric, value,
                                                     report.epochs))
@@ -179,11 +215,30 @@ class TrialRunner:
         run.close(outcome, attrs.get(ATTR_REASON, ""), pruned_epoch=pruned_epoch)
         watch.add("mlflow_close", run.watch.seconds["mlflow_close"])
         with watch("optuna"):
+            self.runs.store(_send_reports, attempt)
             for key, attr in attrs.items():
-                trial.set_user_attr(key, attr)
+                self.runs.store(trial.set_user_attr, key, attr)
         breakdown = watch.breakdown(time.perf_counter() - attempt.start)
-        trial.set_user_attr(ATTR_SECONDS, breakdown)
-        trial.set_user_attr(ATTR_OVERHEAD_SECONDS, round(overhead(breakdown), 3))
+        self.runs.store(trial.set_user_attr, ATTR_SECONDS, breakdown)
+        self.runs.store(trial.set_user_attr, ATTR_OVERHEAD_SECONDS,
+                        round(overhead(breakdown), 3))
+
+
+def _send_reports(attempt: _Attempt) -> None:
+    """Send the held reports in order, each removed once the storage has it."""
+    while attempt.held_reports:
+        value, step = attempt.held_reports[0]
+        attempt.trial.report(value, step)
+        attempt.held_reports.pop(0)
+
+
+def _record_without_waiting(attempt: _Attempt, error: BaseException) -> None:
+    """A trial cut short by a store that stayed down: its outcome, where the storage takes it
+    now (the tracking server may be the one that is down); the next search closes the rest."""
+    attrs = {ATTR_OUTCOME: INFRASTRUCTURE.name, ATTR_REASON: reason_for(INFRASTRUCTURE, error)}
+    with contextlib.suppress(Exception):
+        for key, attr in attrs.items():
+            attempt.trial.set_user_attr(key, attr)
 
 
 def _outcome_attributes(outcome: Outcome, error: BaseException | None,

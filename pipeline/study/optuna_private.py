@@ -8,7 +8,7 @@ one (heartbeats, retries, reconcile).
 from __future__ import annotations
 
 import optuna
-from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
+from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
 
@@ -30,20 +30,26 @@ def heartbeats_enabled(storage: optuna.storages.BaseStorage) -> bool:
     return is_heartbeat_enabled(storage)
 
 
-def heartbeat(study: optuna.Study, trial: optuna.Trial):
-    # A context manager that records the trial's heartbeat every interval while it runs. Study.
-    # optimize starts this thread for each trial; ask-and-tell, which the study lock needs (the
-    # trial must be created under the lock, then run outside it), has no public way to start it.
-    # On storages without heartbeats it does nothing.
-    return get_heartbeat_thread(trial._trial_id, study._storage)
-
-
 def record_heartbeat(study: optuna.Study, trial: optuna.Trial) -> None:
-    # The trial's first heartbeat, recorded as it is claimed. Optuna's stale-trial check skips a
-    # RUNNING trial that never beat: a worker that died between creating its trial and starting
-    # the heartbeat thread would leave it RUNNING for ever. Storage methods take the private id.
+    # One heartbeat of a running trial, on storages that keep them. Study.optimize beats them in
+    # a thread of Optuna's that ends at its first failed beat; ask-and-tell, which the study
+    # lock needs (a trial is created under the lock, run outside it), beats them itself
+    # (study.heartbeats). Storage methods take the private id.
     if is_heartbeat_enabled(study._storage):
         study._storage.record_heartbeat(trial._trial_id)
+
+
+def heartbeat_interval(study: optuna.Study) -> float | None:
+    # Seconds between heartbeats, None where the storage keeps none.
+    storage = study._storage
+    return storage.get_heartbeat_interval() if is_heartbeat_enabled(storage) else None
+
+
+def grace_period(study: optuna.Study) -> float:
+    # Seconds without a heartbeat before a trial counts as stale: the RDB storage behind the
+    # study's cache keeps it (Optuna's own default: two intervals).
+    rdb = getattr(study._storage, "_backend", study._storage)
+    return getattr(rdb, "grace_period", None) or 2 * (heartbeat_interval(study) or 0)
 
 
 def never_beat(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:

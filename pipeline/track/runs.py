@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 import pipeline
 from pipeline.core.errors import PipelineError, first_line
+from pipeline.core.faults import TRACKING, fault_of
 from pipeline.core.outcomes import Outcome
 from pipeline.core.stores import tracking_store_exists
 from pipeline.core.timings import Stopwatch
@@ -67,10 +69,14 @@ def ensure_reachable(tracking_uri: str | None = None, timeout: float = 5.0) -> N
 class Tracker:
     """One tracking store (``MLFLOW_TRACKING_URI``, else MLflow's default in the working folder)."""
 
-    def __init__(self, tracking_uri: str | None = None) -> None:
+    def __init__(self, tracking_uri: str | None = None, *,
+                 wait: Callable[[BaseException], bool] | None = None) -> None:
         self.uri = tracking_uri or mlflow.get_tracking_uri()
         ensure_reachable(self.uri)
         self.client = MlflowClient(tracking_uri=self.uri)
+        # Rides out an outage of the server (a search's waiter): True when it is back and the
+        # call can be tried again. Without one, an unreachable server is an error at once.
+        self.wait = wait
 
     def experiment(self, name: str, tags: dict[str, str] | None = None) -> str:
         """The id of experiment ``name``, created (or restored from the bin) if needed."""
@@ -96,7 +102,7 @@ class Tracker:
         if parent_run_id:
             all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
         run = self.client.create_run(experiment_id, run_name=name, tags=all_tags)
-        return RunLog(self.client, run.info.run_id, experiment_id)
+        return RunLog(self.client, run.info.run_id, experiment_id, wait=self.wait)
 
     def resume_run(self, run_id: str) -> RunLog | None:
         """Reopen a run (a resumed study's parent); None if it no longer exists."""
@@ -107,7 +113,7 @@ class Tracker:
         if run.info.lifecycle_stage == "deleted":
             return None
         self.client.update_run(run_id, status="RUNNING")
-        return RunLog(self.client, run_id, run.info.experiment_id)
+        return RunLog(self.client, run_id, run.info.experiment_id, wait=self.wait)
 
 
 def existing_tracker() -> Tracker | None:
@@ -122,17 +128,81 @@ class RunLog:
 
     Per-epoch metrics are sent synchronously: one batch costs ~10 ms on SQLite, while MLflow's
     asynchronous queue made closing the run wait 0.13-0.64 s for the last batch (measured here,
-    bench/search_costs.py), more than all of a trial's batches cost sent one by one."""
+    bench/search_costs.py), more than all of a trial's batches cost sent one by one.
 
-    def __init__(self, client: MlflowClient, run_id: str, experiment_id: str) -> None:
+    With a ``wait`` (a search), a batch that meets an unreachable tracking server is held, the
+    training goes on, and the held batches are sent in order once the server answers; what
+    cannot wait (the trained network's pictures and model, closing the run) first waits for the
+    server and sends them (settle)."""
+
+    def __init__(self, client: MlflowClient, run_id: str, experiment_id: str, *,
+                 wait: Callable[[BaseException], bool] | None = None) -> None:
         self.client = client
         self.run_id = run_id
         self.experiment_id = experiment_id
         self.watch = Stopwatch()  # seconds in MLflow calls, by phase (core.timings)
+        self.wait = wait
+        self.held: list[tuple[Callable, tuple, dict]] = []  # calls that met an outage, in order
+        self._next_try = 0.0
+        self._last_fault: BaseException | None = None
 
-    def _timed(self, phase: str, fn, *args, **kwargs):
+    def _timed(self, phase: str, fn, *args, **kwargs) -> None:
         with self.watch(phase):
-            return fn(*args, **kwargs)
+            if self.held:  # the server was down: keep the order
+                self.held.append((fn, args, kwargs))
+                self._send_held()
+                return
+            try:
+                fn(*args, **kwargs)
+            except Exception as e:
+                if not self._hold(e):
+                    raise
+                self.held.append((fn, args, kwargs))
+
+    def _hold(self, error: BaseException) -> bool:
+        """Whether a failed call can wait: the server is unreachable and a search waits for
+        it."""
+        fault = fault_of(error)
+        if self.wait is None or fault is None or fault.kind != TRACKING:
+            return False
+        self._last_fault = error
+        self._next_try = time.monotonic() + HELD_RETRY_SECONDS
+        return True
+
+    def _send_held(self, *, now: bool = False) -> bool:
+        """Send the held calls in order (at most every HELD_RETRY_SECONDS unless ``now``);
+        whether none is left."""
+        if not now and time.monotonic() < self._next_try:
+            return not self.held
+        while self.held:
+            fn, args, kwargs = self.held[0]
+            try:
+                fn(*args, **kwargs)
+            except Exception as e:
+                if not self._hold(e):
+                    raise
+                return False
+            self.held.pop(0)
+        return True
+
+    def settle(self) -> None:
+        """Before what cannot wait: until the server answers (the search says it waits, and
+        stops past its --outage-timeout), then every held call sent."""
+        while not self._send_held(now=True):
+            if not self.wait(self._last_fault):
+                raise self._last_fault
+
+    def retrying(self, call: Callable[[], Any]) -> Any:
+        """``call()`` after settling, again each time the server comes back from an outage that
+        cut it short: a trained network's pictures and model are not thrown away for a server
+        that went away for a while."""
+        while True:
+            self.settle()
+            try:
+                return call()
+            except Exception as e:
+                if not self._hold(e) or not self.wait(e):
+                    raise
 
     def log_params(self, params: dict[str, Any]) -> None:
         items = [Param(str(k), _param_value(v)) for k, v in params.items()]
@@ -163,11 +233,16 @@ class RunLog:
 
     def finish(self, status: str, tags: dict[str, Any] | None = None) -> None:
         """Tag the outcome and close the run."""
-        with self.watch("mlflow_close"):
+        def close() -> None:
             if tags:
-                self.client.log_batch(self.run_id,
-                                      tags=_run_tags(tags))
+                self.client.log_batch(self.run_id, tags=_run_tags(tags))
             self.client.set_terminated(self.run_id, status)
+
+        with self.watch("mlflow_close"):
+            if self.wait is None:
+                close()
+            else:
+                self.retrying(close)
 
 
 def _param_value(value: Any) -> str:
@@ -176,6 +251,8 @@ def _param_value(value: Any) -> str:
     return str(value)
 
 
+# While the server is down, held calls are tried again at most this often.
+HELD_RETRY_SECONDS = 10.0
 # MLflow stores a tag value of at most 5,000 characters (a reason can be a long error message).
 TAG_VALUE_LIMIT = 5000
 

@@ -121,10 +121,16 @@ def _train(model: nn.Module, job: TrainingJob, timed: _TimedHooks, reporting: Re
 
 def _record_the_trained_network(run: RunLog, job: TrainingJob, model: nn.Module,
                                 result: FitResult) -> str:
-    """The validation confusion matrix, per-digit accuracy and mistakes, then the model."""
+    """The validation confusion matrix, per-digit accuracy and mistakes, then the model; in a
+    search, once the tracking server answers (the trained network is not thrown away for a
+    server that went away for a while)."""
     val, predictions = job.data.val, result.val_predictions
     with run.watch("mlflow_artifacts"):  # what the artifacts show is part of their cost
         diagnosis = diagnose(val.labels, predictions)
     title = f"{job.label}validation accuracy {result.final.val_accuracy:.2%}"
-    log_diagnostics(run, diagnosis, val.images, val.labels, predictions, title=title)
-    return log_model(run, model, job.config.model, val.images)
+
+    def record() -> str:
+        log_diagnostics(run, diagnosis, val.images, val.labels, predictions, title=title)
+        return log_model(run, model, job.config.model, val.images)
+
+    return record() if run.wait is None else run.retrying(record)

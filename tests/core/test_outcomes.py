@@ -6,12 +6,16 @@ ran the trial closes it and as reconcile closes a run its worker left RUNNING.
 
 from __future__ import annotations
 
+import errno
 import re
 from pathlib import Path
 
 import optuna
 import pytest
+import requests
+import sqlalchemy
 import torch
+from mlflow.exceptions import MlflowException
 from optuna.trial import TrialState, create_trial
 
 from pipeline.core import outcomes
@@ -28,6 +32,12 @@ from pipeline.core.outcomes import outcome_of, reason_for
 from pipeline.search.orphans import reconcile
 from pipeline.track.runs import Tracker
 
+
+def _raised_from(error: BaseException, cause: BaseException) -> BaseException:
+    error.__cause__ = cause
+    return error
+
+
 ROWS = {  # outcome: (Optuna state, MLflow status), as the README's table says
     outcomes.COMPLETE: ("COMPLETE", "FINISHED"),
     outcomes.PRUNED: ("PRUNED", "KILLED"),
@@ -36,6 +46,8 @@ ROWS = {  # outcome: (Optuna state, MLflow status), as the README's table says
     outcomes.OUT_OF_MEMORY: ("FAIL", "FAILED"),
     outcomes.INTERRUPTED: ("FAIL", "KILLED"),
     outcomes.DEAD_WORKER: ("FAIL", "KILLED"),
+    outcomes.INFRASTRUCTURE: ("FAIL", "KILLED"),
+    outcomes.DISK_FULL: ("FAIL", "FAILED"),
 }
 
 
@@ -44,7 +56,8 @@ def test_the_table_has_every_trial_outcome_once():
     assert len({o.name for o in outcomes.TRIAL_OUTCOMES}) == len(outcomes.TRIAL_OUTCOMES)
     for outcome, (state, status) in ROWS.items():
         assert (outcome.trial_state, outcome.run_status) == (state, status), outcome.name
-    assert {o for o in ROWS if o.requeue} == {outcomes.INTERRUPTED, outcomes.DEAD_WORKER}
+    assert {o for o in ROWS if o.requeue} == {outcomes.INTERRUPTED, outcomes.DEAD_WORKER,
+                                              outcomes.INFRASTRUCTURE, outcomes.DISK_FULL}
 
 
 @pytest.mark.parametrize("error, outcome, reason", [
@@ -58,6 +71,21 @@ def test_the_table_has_every_trial_outcome_once():
      "out of memory: RuntimeError"),
     (MemoryError(), outcomes.OUT_OF_MEMORY, "out of memory: MemoryError"),
     (ValueError("bad shape"), outcomes.FAILED, "ValueError: bad shape"),
+    (MlflowException("API request to http://mlflow:5000/api/2.0/mlflow/runs/log-batch failed "
+                     "with exception HTTPConnectionPool(...): Max retries exceeded"),
+     outcomes.INFRASTRUCTURE, "infrastructure fault: MlflowException: API request to"),
+    (requests.ConnectionError("Connection refused"), outcomes.INFRASTRUCTURE,
+     "infrastructure fault: ConnectionError"),
+    (_raised_from(optuna.exceptions.StorageInternalError("An exception is raised during the "
+                                                         "commit."),
+                  sqlalchemy.exc.OperationalError("SELECT 1", {}, ConnectionResetError())),
+     outcomes.INFRASTRUCTURE, "infrastructure fault: StorageInternalError"),
+    (OSError(errno.ENOSPC, "No space left on device"), outcomes.DISK_FULL,
+     "disk full: OSError: [Errno 28] No space left on device"),
+    (sqlalchemy.exc.OperationalError("INSERT", {}, Exception("database is locked")),
+     outcomes.FAILED, "OperationalError"),  # contention on a SQLite file, not an outage
+    (MlflowException("RESOURCE_DOES_NOT_EXIST: Run 'x' not found"), outcomes.FAILED,
+     "MlflowException"),
 ])
 def test_how_a_run_ended_picks_its_outcome_and_reason(error, outcome, reason):
     assert outcome_of(error) is outcome

@@ -136,3 +136,23 @@ def test_a_trial_stopped_before_it_sampled_anything_is_queued_afresh_and_not_cou
     assert (counts.failed, counts.retried, counts.waiting) == (0, 1, 1)
     fresh = claim_next_trial(study, 1, lock, "w")
     assert fresh.kind is ClaimKind.START and 0.0 <= fresh.trial.suggest_float("x", 0, 1) <= 1
+
+
+def test_right_after_a_storage_outage_old_heartbeats_do_not_make_a_live_trial_dead(tmp_path):
+    """Nobody could beat while the storage was away: until a grace period has passed since this
+    process last saw it fail, reconcile does not judge other trials by their heartbeats."""
+    from pipeline.search import orphans
+    from pipeline.study import heartbeats
+    from pipeline.study.storage import open_storage
+
+    storage = open_storage(f"sqlite:///{tmp_path}/beats.db", heartbeat_interval=1,
+                           grace_period=1)
+    study = optuna.create_study(storage=storage, direction="maximize")
+    live = claim_next_trial(study, 5, StudyLock(), "another-machine:1:2").trial
+    time.sleep(1.5)  # its worker's beats failed all this while: the storage was away
+    heartbeats.storage_failed()  # ...and this process saw it fail just now
+    assert orphans.reconcile(study, None, None).failed_trials == []
+    assert study.trials[live.number].state == TrialState.RUNNING
+    time.sleep(1.2)  # a grace period after the outage: a trial still not beating is dead
+    orphans.reconcile(study, None, None)
+    assert study.trials[live.number].state == TrialState.FAIL

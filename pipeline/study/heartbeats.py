@@ -1,0 +1,65 @@
+"""A running trial's heartbeat that outlives a database outage, and what an outage means for
+judging other workers' heartbeats.
+
+Optuna's own heartbeat thread ends at its first failed beat, so after a 20-second database
+restart a live trial would look dead to every other worker. Here a failed beat is noted and the
+next one tried an interval later. And since nobody could beat during the outage, no process
+judges other trials' heartbeats (reconcile) until a grace period has passed since the storage
+last failed it: long enough for every live worker to have beaten again.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import optuna
+
+from pipeline.core.faults import STORAGE, fault_of
+from pipeline.study import optuna_private
+
+_last_failure = 0.0  # time.monotonic() of the last storage call this process saw fail
+
+
+def storage_failed() -> None:
+    """Note that a call to the study's storage failed (an outage may be under way)."""
+    global _last_failure
+    _last_failure = time.monotonic()
+
+
+def settled(grace: float) -> bool:
+    """Whether ``grace`` seconds have passed since this process last saw the storage fail: only
+    then do other trials' heartbeats mean what they say."""
+    return time.monotonic() - _last_failure > grace
+
+
+@contextmanager
+def beating(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
+    """Beat ``trial``'s heartbeat every interval while the block runs (database storages);
+    a failed beat is noted and retried at the next interval."""
+    interval = optuna_private.heartbeat_interval(study)
+    if interval is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.is_set():
+            try:
+                optuna_private.record_heartbeat(study, trial)
+            except Exception as e:  # noqa: BLE001 - a storage outage must not end the beating
+                fault = fault_of(e)
+                if fault is None or fault.kind != STORAGE:
+                    raise
+                storage_failed()
+            stop.wait(interval)
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial.number}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
