@@ -38,11 +38,20 @@ class PostgresServer:
         self.data = self.folder / "data"
         self._run("initdb", "-D", str(self.data), "--auth=trust", "--username=postgres",
                   "--encoding=UTF8", "--no-instructions")
-        options = (f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 "
-                   f"-c max_connections=200 -c fsync=off")
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.folder / "server.log"),
-                  "-o", options, "-w", "start")
+        self.options = (f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 "
+                        f"-c max_connections=200 -c fsync=off")
+        self.start()
         self._databases = 0
+
+    def start(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.folder / "server.log"),
+                  "-o", self.options, "-w", "start")
+
+    def restart(self, down_seconds: float) -> None:
+        """Stop the server (its connections dropped), keep it down, start it again."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+        time.sleep(down_seconds)
+        self.start()
 
     def _run(self, tool: str, *args: str) -> None:
         command = [str(self.bin / tool), *args]
@@ -61,7 +70,7 @@ class PostgresServer:
         with psycopg.connect(host="127.0.0.1", port=self.port, user="postgres",
                              dbname="postgres", autocommit=True) as connection:
             connection.execute(f"CREATE DATABASE {name}")
-        # The plain scheme, as the README writes it: SQLAlchemy 2.1 reads it as psycopg 3.
+        # The plain scheme, as the docs write it: SQLAlchemy 2.1 reads it as psycopg 3.
         return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
 
     def stop(self) -> None:

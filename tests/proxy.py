@@ -1,6 +1,7 @@
 """A TCP proxy in front of a real server, for outages on cue: down, it refuses new connections
 and resets the open ones (as a server that stopped or restarted); up, it answers again on the same
-port. The server behind it never notices."""
+port. The server behind it never notices. ``refuse(path)`` keeps it up but resets every HTTP
+request for ``path``, as a server that cannot write an upload (its disk full) does."""
 
 from __future__ import annotations
 
@@ -18,7 +19,12 @@ class FlakyProxy:
         self._listener: socket.socket | None = None
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self.refused: bytes | None = None
         self.up()
+
+    def refuse(self, path: str | None) -> None:
+        """Reset the connection of each request whose first line names ``path`` (None: none)."""
+        self.refused = path.encode() if path else None
 
     @property
     def is_up(self) -> bool:
@@ -40,11 +46,14 @@ class FlakyProxy:
                 listener.shutdown(socket.SHUT_RDWR)
             listener.close()
         with self._lock:
-            for sock in self._open:
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
-                    sock.close()  # with a zero linger: a reset, as a crashed server sends
-            self._open.clear()
+            self._reset(*self._open)
+
+    def _reset(self, *sockets: socket.socket) -> None:
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+                sock.close()  # with a zero linger: a reset, as a crashed server sends
+        self._open.difference_update(sockets)
 
     def _accept(self, listener: socket.socket) -> None:
         while True:
@@ -59,12 +68,17 @@ class FlakyProxy:
                 continue
             with self._lock:
                 self._open.update((client, server))
-            for source, sink in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+            for source, sink, requests in ((client, server, True), (server, client, False)):
+                threading.Thread(target=self._pump, args=(source, sink, requests),
+                                 daemon=True).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, requests: bool) -> None:
         try:
             while data := source.recv(65536):
+                if requests and self.refused and self.refused in data.split(b"\r\n", 1)[0]:
+                    with self._lock:
+                        self._reset(source, sink)
+                    return
                 sink.sendall(data)
         except OSError:
             pass

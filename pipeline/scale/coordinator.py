@@ -74,6 +74,30 @@ class StudyWatcher:
         self.progress.refresh()
 
 
+def _judge_failures(session: Session, failed: list[str], echo) -> None:
+    """Workers that ended with an error: a store down past the timeout, failing or full stops
+    the search (75); a dead worker whose trial the others ran again is a note; anything else,
+    an error."""
+    req = session.req
+    if any("exited 75" in f or "OutageTooLong" in f or "StoreFailing" in f or "DiskFull" in f
+           for f in failed):
+        stop_now(session)
+        raise OutageTooLong(f"{'; '.join(failed)}: a store stayed unreachable past "
+                            f"--outage-timeout ({req.outage_timeout:g}s), kept failing, or its "
+                            "disk filled (each worker said which); the search stopped: run the "
+                            "same command once it is back, and it resumes")
+    counts = count_trials(session.study)
+    if failed and counts.finished >= req.trials and counts.running == 0:
+        for failure in failed:  # the others ran its trial again: nothing is missing
+            echo(f"note: {failure}; the study holds its {req.trials} trials all the same")
+        return
+    if failed:
+        if counts.running == 0:
+            session.parent.close(STUDY_FAILED)
+        raise WorkerFailed(f"{'; '.join(failed)}; the others finished; run the same command "
+                           "to resume")
+
+
 def coordinate(session: Session, workers: WorkerGroup, *, echo=print) -> SearchOutcome:
     """Watch ``workers`` work on the session's study until they are done; then close it."""
     req = session.req
@@ -102,16 +126,6 @@ def coordinate(session: Session, workers: WorkerGroup, *, echo=print) -> SearchO
             with contextlib.suppress(Exception):  # a storage that is down: no last look
                 watcher.poll()
             progress.close()
-    failed = workers.failures()
-    if any("exited 75" in f or "OutageTooLong" in f for f in failed):
-        stop_now(session)
-        raise OutageTooLong(f"{'; '.join(failed)}: a store stayed unreachable past "
-                            f"--outage-timeout ({req.outage_timeout:g}s); the search stopped: "
-                            "run the same command once it is back, and it resumes")
-    if failed:
-        if count_trials(session.study).running == 0:
-            session.parent.close(STUDY_FAILED)
-        raise WorkerFailed(f"{'; '.join(failed)}; the others finished; run the same command "
-                           "to resume")
+    _judge_failures(session, workers.failures(), echo)
     files = session.waiter.retrying(close_search, session, echo=echo)
     return SearchOutcome(session.study, session.parent.run_id, session.experiment_id, files)

@@ -22,13 +22,19 @@ from optuna.trial import TrialState
 from pipeline.core.errors import first_line
 from pipeline.core.faults import DISK, TRACKING, fault_of
 from pipeline.core.keys import ATTR_OUTCOME, ATTR_REASON
-from pipeline.core.outcomes import DISK_FULL
+from pipeline.core.outcomes import DISK_FULL, INFRASTRUCTURE
 from pipeline.core.progress import SearchProgress
 from pipeline.core.signals import interrupt_on_signals
 from pipeline.data.splits import DataSplits
 from pipeline.search.claim import ClaimKind, claim_next_trial, run_claimed
 from pipeline.search.orphans import reconcile
-from pipeline.search.outage import DiskFull, OutageTooLong, require_room
+from pipeline.search.outage import (
+    DiskFull,
+    OutageTooLong,
+    StoreFailing,
+    require_room,
+    stop_if_failing,
+)
 from pipeline.search.request import SearchRequest
 from pipeline.search.session import (
     Session,
@@ -104,7 +110,7 @@ def run_trials(session: Session, data: DataSplits, progress: SearchProgress,
     deadline = time.monotonic() + req.timeout if req.timeout else None
     poll = min(5.0, float(req.heartbeat_interval or 5))
     worker = worker_id()
-    writes_to, disk_full_in_a_row = _local_folders(session), 0
+    writes_to, faults = _local_folders(session), _FaultsInARow()
     while True:
         if should_stop is not None and should_stop():
             raise KeyboardInterrupt
@@ -120,10 +126,24 @@ def run_trials(session: Session, data: DataSplits, progress: SearchProgress,
             return claim.kind.value
         finished = run_claimed(study, claim.trial, runner, waiter)
         waiter.retrying(show_finished, progress, study, finished)
-        disk_full = finished.user_attrs.get(ATTR_OUTCOME) == DISK_FULL.name
-        disk_full_in_a_row = disk_full_in_a_row + 1 if disk_full else 0
-        if disk_full:  # a disk that stays full stops the search
-            require_room(writes_to, tries=disk_full_in_a_row)
+        faults.count(finished.user_attrs.get(ATTR_OUTCOME))
+        if faults.disk_full:  # a disk that stays full stops the search
+            require_room(writes_to, tries=faults.disk_full)
+        if faults.infrastructure:  # so does a server that answers but refuses every trial
+            stop_if_failing([s.name for s in waiter.stores.values()], faults.infrastructure,
+                            first_line(finished.user_attrs.get(ATTR_REASON, "")))
+
+
+@dataclass
+class _FaultsInARow:
+    """How many trials in a row ended on a full disk, or on a store's error."""
+
+    disk_full: int = 0
+    infrastructure: int = 0
+
+    def count(self, outcome: str | None) -> None:
+        self.disk_full = self.disk_full + 1 if outcome == DISK_FULL.name else 0
+        self.infrastructure = self.infrastructure + 1 if outcome == INFRASTRUCTURE.name else 0
 
 
 def _local_folders(session: Session) -> list[Path]:
@@ -157,7 +177,7 @@ def run_search(req: SearchRequest, *, echo=print,
             stopped_by = run_trials(session, data, progress, should_stop)
         except KeyboardInterrupt:
             raise interrupted(session, received.get("signal", signal.SIGINT)) from None
-        except (OutageTooLong, DiskFull):
+        except (OutageTooLong, StoreFailing, DiskFull):
             stop_now(session)
             raise
         except Exception as e:

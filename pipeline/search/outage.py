@@ -8,6 +8,7 @@ one line and exit status 75 (try again later); the next search resumes where it 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,10 +23,21 @@ from pipeline.study import heartbeats
 
 FIRST_PAUSE, LONGEST_PAUSE = 2.0, 30.0
 EX_TEMPFAIL = 75  # sysexits.h: a temporary failure; trying again later may succeed
+# A store that answers its probe yet fails a request (a server whose artifact disk is full resets
+# the upload; a 500 from a bug) is not down: waiting for it is no use. A few tries within this
+# window, then the error stands, and trials that keep meeting it stop the search.
+ANSWERING_FAILURES, ANSWERING_WINDOW = 3, 120.0
+FAILING_TRIALS_IN_A_ROW = 3
 
 
 class OutageTooLong(PipelineError):
     """A store stayed unreachable past --outage-timeout; the search stopped and can resume."""
+
+    exit_code = EX_TEMPFAIL
+
+
+class StoreFailing(PipelineError):
+    """Trials in a row met a store's errors while it answered; the search stopped, resumable."""
 
     exit_code = EX_TEMPFAIL
 
@@ -39,6 +51,16 @@ class DiskFull(PipelineError):
 # What a trial writes at the least (a model, two pictures): a folder without this much room
 # fails the next trial too.
 ROOM_BYTES = 1 << 20
+
+
+def stop_if_failing(store_names: list[str], in_a_row: int, why: str) -> None:
+    """After a trial a store's error ended: stop (StoreFailing, one line) once
+    FAILING_TRIALS_IN_A_ROW trials in a row ended so though the stores answer."""
+    if in_a_row >= FAILING_TRIALS_IN_A_ROW:
+        raise StoreFailing(f"{in_a_row} trials in a row failed on {' or '.join(store_names)}, "
+                           f"which answers but refuses their requests ({why}); the search "
+                           "stopped: look at the server (its log, its disk), then run the same "
+                           "command, and it resumes")
 
 
 def require_room(folders: list[Path], tries: int = 1) -> None:
@@ -108,6 +130,13 @@ def _clock(seconds: float) -> str:
     return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
 
 
+def _request_of(error: BaseException) -> str:
+    """What failed: the URL of an MLflow API request, else the error's first line."""
+    line = first_line(error)
+    found = re.match(r"API request to (\S+) failed", line)
+    return found.group(1) if found else line[:200]
+
+
 class Waiter:
     """Waits for the stores of one search, each outage said once and its end said once."""
 
@@ -116,6 +145,7 @@ class Waiter:
         self.stores = {store.kind: store for store in stores}
         self.timeout = timeout
         self.echo = echo
+        self._answering_failures: dict[str, list[float]] = {}
 
     def ride_out(self, error: BaseException) -> bool:
         """For an error a store's outage explains: wait until that store answers again and
@@ -126,7 +156,23 @@ class Waiter:
             return False
         if store.kind == STORAGE:
             heartbeats.storage_failed()
-        self.wait_for(store, first_line(error))
+        try:
+            store.probe()
+        except Exception:  # noqa: BLE001 - down: wait until it answers
+            self.wait_for(store, first_line(error))
+            return True
+        return self._try_again_while_answering(_request_of(error))
+
+    def _try_again_while_answering(self, request: str) -> bool:
+        """The store answers, yet the call failed: try again after a pause, unless the same
+        request failed so ANSWERING_FAILURES times in the last ANSWERING_WINDOW seconds."""
+        now = time.monotonic()
+        recent = [t for t in self._answering_failures.get(request, [])
+                  if now - t < ANSWERING_WINDOW] + [now]
+        self._answering_failures[request] = recent
+        if len(recent) > ANSWERING_FAILURES:
+            return False
+        time.sleep(FIRST_PAUSE * len(recent))
         return True
 
     def check(self, kind: str) -> None:

@@ -35,6 +35,7 @@ from pipeline.track.mlflow_ui import ui_env
 
 SPACE = tiny_space(train_subset=1000)
 SEARCH = ("search", "--space", "tiny.yaml", "--no-report")
+# The tracking tests share one server: each names its own study (and so its own experiment).
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,10 @@ def tracking(tmp_path_factory):
     wait_for_http(f"http://127.0.0.1:{port}/health", server=server, what="the MLflow server")
     proxy = FlakyProxy(port)
     yield proxy
-    server.stop()
+    proxy.down()
+    # A response the proxy could not pass on (its client gone) holds uvicorn's graceful stop;
+    # this throwaway server need not stop gracefully.
+    server.stop(timeout=5)
 
 
 # A running trial that has reported, read from Optuna's tables without opening an Optuna storage
@@ -99,7 +103,9 @@ def test_a_tracking_server_away_mid_trial_is_waited_out_and_nothing_is_lost(tmp_
     (tmp_path / "tiny.yaml").write_text(SPACE)
     uri = f"http://127.0.0.1:{tracking.port}"
     outage = _outage(tracking, _mid_training(_sqlite(tmp_path)), 5)
-    result = invoke(*SEARCH, "--trials", "3", cwd=tmp_path, env={"MLFLOW_TRACKING_URI": uri})
+    # MLflow's own retries off: they could outlast the outage, and the search's wait is tested.
+    env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    result = invoke(*SEARCH, "--study", "held", "--trials", "3", cwd=tmp_path, env=env)
     outage.join()
     assert result.returncode == 0, result.stderr
     down = _lines(result.stdout, "unreachable since")
@@ -107,10 +113,10 @@ def test_a_tracking_server_away_mid_trial_is_waited_out_and_nothing_is_lost(tmp_
                                                  "since "), result.stdout
     assert "Ctrl-C stops, the next search resumes" in down[0]
     assert len(_lines(result.stdout, f"MLflow tracking server {uri} is back after")) == 1
-    trials = optuna_study(tmp_path, "mnist-tiny").trials
+    trials = optuna_study(tmp_path, "held").trials
     assert len(trials) == 3 and {t.state for t in trials} <= {TrialState.COMPLETE,
                                                                TrialState.PRUNED}
-    roles = runs_by_role(tmp_path, "mnist-tiny", tracking=uri)
+    roles = runs_by_role(tmp_path, "held", tracking=uri)
     assert len(roles["study"]) == 1 and len(roles["trial"]) == 3
     assert not [r for r in roles["trial"] + roles["study"] if r.info.status == "RUNNING"]
     from mlflow import MlflowClient
@@ -127,25 +133,60 @@ def test_a_tracking_server_away_past_the_timeout_stops_in_one_line_and_the_searc
     uri = f"http://127.0.0.1:{tracking.port}"
     env = {"MLFLOW_TRACKING_URI": uri}
     outage = _outage(tracking, _mid_training(_sqlite(tmp_path)), None)
-    stopped = invoke(*SEARCH, "--trials", "2", "--outage-timeout", "4", cwd=tmp_path, env=env)
+    stopped = invoke(*SEARCH, "--study", "cut", "--trials", "2", "--outage-timeout", "4",
+                     cwd=tmp_path, env=env)
     outage.join()
     assert_one_line_error(stopped, f"MLflow tracking server {uri} unreachable for",
                           "--outage-timeout 4s", "it resumes", code=75)
-    cut = optuna_study(tmp_path, "mnist-tiny").get_trials(states=(TrialState.FAIL,))
+    cut = optuna_study(tmp_path, "cut").get_trials(states=(TrialState.FAIL,))
     assert [t.user_attrs["outcome"] for t in cut] == ["infrastructure"]
     tracking.up()
-    resumed = invoke(*SEARCH, "--trials", "2", cwd=tmp_path, env=env)
+    resumed = invoke(*SEARCH, "--study", "cut", "--trials", "2", cwd=tmp_path, env=env)
     assert resumed.returncode == 0, resumed.stderr
-    study = optuna_study(tmp_path, "mnist-tiny")
+    study = optuna_study(tmp_path, "cut")
     counted = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
     assert len(counted) == 2  # the cut trial ran again, and did not count
     (retry,) = [t for t in counted if t.system_attrs.get("failed_trial") == cut[0].number]
     assert retry.params == cut[0].params
-    runs = runs_by_role(tmp_path, "mnist-tiny", tracking=uri)["trial"]
+    runs = runs_by_role(tmp_path, "cut", tracking=uri)["trial"]
     assert not [r for r in runs if r.info.status == "RUNNING"]  # the cut run closed on resume
     (closed,) = [r for r in runs if r.info.run_id == cut[0].user_attrs["mlflow_run_id"]]
     assert (closed.info.status, closed.data.tags["pipeline.state"]) == ("KILLED",
                                                                          "infrastructure")
+
+
+def test_a_tracking_server_that_answers_but_refuses_uploads_stops_after_three_trials_and_resumes(
+        tmp_path, tracking, monkeypatch):
+    """A server that answers its health check but resets every artifact upload (MLflow's does
+    when its artifact disk is full) is not waited for without end: each trial tries a few times
+    and ends as an infrastructure fault, its configuration queued again; three in a row stop the
+    search in one line; once the server is mended the same command finishes the study."""
+    from pipeline.search import outage
+
+    monkeypatch.setattr(outage, "FIRST_PAUSE", 0.1)  # the pauses between tries, not their count
+    (tmp_path / "tiny.yaml").write_text(SPACE)
+    uri = f"http://127.0.0.1:{tracking.port}"
+    env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0"}
+    tracking.refuse("/mlflow-artifacts/artifacts/")
+    try:
+        stopped = invoke(*SEARCH, "--study", "refused", "--trials", "2", cwd=tmp_path, env=env)
+    finally:
+        tracking.refuse(None)
+    assert_one_line_error(stopped, f"3 trials in a row failed on MLflow tracking server {uri}",
+                          "answers but refuses their requests", "it resumes", code=75)
+    study = optuna_study(tmp_path, "refused")
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    assert [t.user_attrs["outcome"] for t in failed] == ["infrastructure"] * 3
+    assert len({tuple(sorted(t.params.items())) for t in failed}) == 1  # one configuration, kept
+    resumed = invoke(*SEARCH, "--study", "refused", "--trials", "2", cwd=tmp_path, env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    counted = optuna_study(tmp_path, "refused").get_trials(
+        states=(TrialState.COMPLETE, TrialState.PRUNED))
+    assert len(counted) == 2 and counted[0].params == failed[0].params
+    runs = runs_by_role(tmp_path, "refused", tracking=uri)["trial"]
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    assert {r.info.status for r in runs if r.info.run_id in
+            {t.user_attrs["mlflow_run_id"] for t in failed}} == {"KILLED"}
 
 
 def test_a_database_restart_under_two_workers_loses_nothing_and_kills_no_live_trial(
