@@ -18,7 +18,7 @@ stopped resumably, and the wall time against the run without a fault (the outage
 included: a search cannot train past a server that is down). The test harness's proxy and
 throwaway PostgreSQL (tests/) run it.
 
-    python bench/faults.py                        # every fault, about 25 minutes on 2 cores
+    python bench/faults.py                        # every fault, about 17 minutes on 2 cores
     python bench/faults.py --faults tracking-30s,worker-killed
 """
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# What was run on the lent GPU machine (an H100) to prove the CUDA path and take the README's GPU
-# figures. Run from the project root there, with the project and its dependencies installed:
+# What was run on the lent GPU machine (an H100) to prove the CUDA path and take the GPU figures
+# of docs/benchmarks.md. Run from the project root there, with the project and its dependencies installed:
 #   bash bench/gpu_session.sh prove     # CUDA tests, a 3-trial default.yaml search loaded on CPU,
 #                                       # one trial profiled, eager against CUDA graph
-#   bash bench/gpu_session.sh measure   # the README's 50-trial search, promote best, workers per GPU
+#   bash bench/gpu_session.sh measure   # the benchmarks' 50-trial search, promote best, workers per GPU
 #   bash bench/gpu_session.sh loader_and_tests   # trainer against loader; CUDA test run
 # Results go to $OUT (or ./gpu-out).
 set -uo pipefail
@@ -69,7 +69,7 @@ loader_and_tests() {
     step "trainer against the seed reports' loader, CUDA"
     timeout 90 python3 bench/trainer_vs_loader.py --device cuda --images 25600 --workers 4 2>&1 | tee "$out/trainer_vs_loader.txt"
     step "the CPU suite's core on CUDA: search and shipping"
-    # These tests expect one search process, and load models themselves as the README says a
+    # These tests expect one search process, and load models themselves as the docs say a
     # GPU machine should (MLFLOW_DEFAULT_PREDICTION_DEVICE=cpu).
     PIPELINE_TEST_DEVICE=cuda PIPELINE_WORKERS=1 MLFLOW_DEFAULT_PREDICTION_DEVICE=cpu \
         timeout 200 python3 -m pytest -q -p no:cacheprovider -rf --durations=8 \

@@ -83,6 +83,8 @@ def _settings_options(func):
     for key in reversed(ALL_KEYS):
         kind = field_kind(key)
         help_text = ALL_FIELDS[key].metadata.get("help", "")
+        bounds = ALL_FIELDS[key].metadata.get("bounds")
+        help_text += f"; {bounds}" if bounds is not None else ""
         default = default_of(key)
         help_text += f" [default: {default}]" if default is not None else ""
         name = "--" + key.replace("_", "-")

@@ -25,7 +25,8 @@ env.configure_process()
 # The files whose module fixtures run whole searches, longest first. xdist hands each file to the
 # next free process in collection order: started last, the longest file would run alone at the
 # end while the other core idles (the CI run that ended on the Ray file alone took a minute more).
-LONGEST_FIRST = ("test_ray.py", "test_shipping.py", "test_search.py", "test_scale_out.py")
+LONGEST_FIRST = ("test_ray.py", "test_shipping.py", "test_search.py", "test_faults.py",
+                 "test_scale_out.py")
 
 
 def pytest_collection_modifyitems(items):

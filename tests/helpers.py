@@ -295,7 +295,7 @@ def optuna_dashboard_study(storage: str, study_name: str, *, cwd: Path,
                            in_process: bool = False) -> dict:
     """What Optuna's own dashboard answers for ``study_name`` in ``storage``: the study, its
     trials and their attributes (its page and importances must answer too). By default the
-    `optuna-dashboard STORAGE` command as the README shows it (on a free port); ``in_process``
+    `optuna-dashboard STORAGE` command as the docs show it (on a free port); ``in_process``
     serves the same WSGI app from this process, without a second interpreter's start-up."""
     import requests
 

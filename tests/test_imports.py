@@ -173,11 +173,11 @@ def test_a_module_loads_only_what_its_job_needs(module, allowed):
     assert set(loaded) <= set(allowed), f"{module} loads {loaded}"
 
 
-def test_the_readme_layout_is_the_package_as_it_is():
-    """The folder tree under the README's layout marker names every module of pipeline/ (but the
-    packages' faces), in its folder, and nothing that is not there."""
-    readme = (PIPELINE.parent / "README.md").read_text()
-    block = readme.split("<!-- layout -->\n```\n", 1)[1].split("```", 1)[0]
+def test_the_documented_layout_is_the_package_as_it_is():
+    """The folder tree under the architecture page's layout marker names every module of
+    pipeline/ (but the packages' faces), in its folder, and nothing that is not there."""
+    page = (PIPELINE.parent / "docs" / "architecture.md").read_text()
+    block = page.split("<!-- layout -->\n```\n", 1)[1].split("```", 1)[0]
     listed, folders = set(), []
     for line in block.splitlines():
         name = line.split()[0]

@@ -53,8 +53,8 @@ INTERRUPTED = Outcome("interrupted", "FAIL", "KILLED", True,
 DEAD_WORKER = Outcome("dead-worker", "FAIL", "KILLED", True,
                       "its worker process died (killed, crashed, lost its machine); runs again")
 INFRASTRUCTURE = Outcome("infrastructure", "FAIL", "KILLED", True,
-                         "the tracking server or the study's storage stayed unreachable: "
-                         "nothing about its hyperparameters; runs again")
+                         "the tracking server or the study's storage was unreachable, or kept "
+                         "failing its requests: nothing about its hyperparameters; runs again")
 DISK_FULL = Outcome("disk-full", "FAIL", "FAILED", True,
                     "no space left where its run, model or pictures are written; runs again")
 

@@ -7,14 +7,23 @@ summary line instead, so logs stay readable.
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from tqdm import tqdm
 
 from pipeline.core.metric import format_value
 
-if TYPE_CHECKING:  # a type only: the progress view must not load torch and the trainer
-    from pipeline.train.trainer import EpochStats
+
+class EpochStats(Protocol):
+    """What the view shows of an epoch: the trainer's EpochStats has it (core knows no
+    trainer)."""
+
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_accuracy: float
+    images_per_second: float
+    seconds: float
 
 
 def is_interactive() -> bool:

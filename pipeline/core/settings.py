@@ -12,9 +12,60 @@ from dataclasses import asdict, dataclass, field, fields
 from pipeline.core.errors import ArchitectureError, UsageError
 
 
-def _field(default, help: str, choices: tuple[str, ...] | None = None):
-    """A settings field whose help text (and choices) the CLI turns into an option."""
-    return field(default=default, metadata={"help": help, "choices": choices})
+@dataclass(frozen=True)
+class Bounds:
+    """The values a numeric key takes: checked by the settings, shown by the documentation."""
+
+    low: float
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    whole: bool = False  # a whole number (a bool is not one)
+    unit: str = ""
+    high_text: str = ""  # a highest value that depends on another key, in words
+
+    def __str__(self) -> str:
+        high = self.high_text or (f"{self.high:,}" if self.high is not None else "")
+        if self.whole:
+            return f"whole number from {self.low:,} to {high}" if high else \
+                f"whole number >= {self.low:,}"
+        if not high:
+            return f"{'>' if self.low_open else '>='} {self.low:g}{self.unit}"
+        return (f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}"
+                f"{')' if self.high_open else ']'}{self.unit}")
+
+    def holds(self, value) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int if self.whole else (int, float)):
+            return False
+        above = value > self.low if self.low_open else value >= self.low
+        if self.high is None:
+            return above
+        return above and (value < self.high if self.high_open else value <= self.high)
+
+    def refusal(self, name: str, value) -> str:
+        """The one line that says ``value`` is not one of these."""
+        if self.whole or self.high is None:
+            return f"{name} must be {'a ' if self.whole else ''}{self}, got {value!r}"
+        return f"{name} must be in {self}, got {value!r}"
+
+
+def _field(default, help: str, choices: tuple[str, ...] | None = None,
+           bounds: Bounds | None = None):
+    """A settings field whose help text (and choices) the CLI turns into an option, and whose
+    bounds the settings check."""
+    return field(default=default, metadata={"help": help, "choices": choices, "bounds": bounds})
+
+
+def bounds_of(settings_class) -> dict[str, Bounds]:
+    """The bounded keys of a settings class."""
+    return {f.name: f.metadata["bounds"] for f in fields(settings_class)
+            if f.metadata.get("bounds") is not None}
+
+
+def _check_bounds(settings, error: type[Exception]) -> None:
+    for name, bounds in bounds_of(type(settings)).items():
+        if not bounds.holds(getattr(settings, name)):
+            raise error(bounds.refusal(name, getattr(settings, name)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -30,22 +81,32 @@ PADDINGS = ("same", "valid")
 class ModelSpec:
     """Architecture hyperparameters. Every field is a search-space and ``pipeline train`` key."""
 
-    depth: int = _field(2, "conv blocks; each ends in a 2x2 pooling (0: a dense network)")
-    width: int = _field(32, "channels of the first block; block i has width*2^i")
-    kernel_size: int = _field(3, "odd conv kernel size")
+    # Whole numbers: the highest are far beyond any useful MNIST network; they keep a typo (a
+    # billion layers) from hanging the program instead of failing in one line. Widths stay
+    # open-ended enough that a network too big for memory is a trial's out-of-memory outcome.
+    depth: int = _field(2, "conv blocks; each ends in a 2x2 pooling (0: a dense network)",
+                        bounds=Bounds(0, 16, whole=True))
+    width: int = _field(32, "channels of the first block; block i has width*2^i",
+                        bounds=Bounds(1, 1 << 20, whole=True))
+    kernel_size: int = _field(3, "odd conv kernel size", bounds=Bounds(1, 27, whole=True))
     padding: str = _field("same", "'same' keeps the size, 'valid' shrinks it", PADDINGS)
-    convs_per_block: int = _field(1, "conv layers per block (2 = VGG-style)")
+    convs_per_block: int = _field(1, "conv layers per block (2 = VGG-style)",
+                                  bounds=Bounds(1, 16, whole=True))
     batch_norm: bool = _field(True, "batch norm after every conv")
     pool: str = _field("max", "pooling at the end of each block", POOLS)
-    conv_dropout: float = _field(0.0, "channel dropout after each block")
+    conv_dropout: float = _field(0.0, "channel dropout after each block",
+                                 bounds=Bounds(0, 1, high_open=True))
     residual: bool = _field(False, "a residual block (two 3x3 convs and a skip) after each "
                                    "conv block")
-    fc_width: int = _field(128, "units of the first hidden dense layer")
-    fc_layers: int = _field(1, "hidden dense layers, each 1/fc_shrink of the one before")
+    fc_width: int = _field(128, "units of the first hidden dense layer",
+                           bounds=Bounds(0, 1 << 30, whole=True))
+    fc_layers: int = _field(1, "hidden dense layers, each 1/fc_shrink of the one before",
+                            bounds=Bounds(0, 16, whole=True))
     fc_shrink: int = _field(2, "each hidden dense layer has 1/fc_shrink the units of the one "
-                               "before (2 halves them)")
+                               "before (2 halves them)", bounds=Bounds(1, 16, whole=True))
     fc_batch_norm: bool = _field(False, "batch norm after every hidden dense layer")
-    dropout: float = _field(0.0, "dropout before every dense layer")
+    dropout: float = _field(0.0, "dropout before every dense layer",
+                            bounds=Bounds(0, 1, high_open=True))
 
     def __post_init__(self) -> None:
         check_spec(self)
@@ -85,22 +146,10 @@ def spatial_sizes(spec: ModelSpec) -> list[int]:
     return sizes
 
 
-# Whole-number keys: (lowest, highest). The highest are far beyond any useful MNIST network; they
-# keep a typo (a billion layers) from hanging the program instead of failing in one line.
-# Widths stay open-ended enough that a network too big for memory is a trial's out-of-memory
-# outcome, not a refusal.
-ARCHITECTURE_INTS = {"depth": (0, 16), "width": (1, 1 << 20), "kernel_size": (1, 27),
-                     "convs_per_block": (1, 16), "fc_width": (0, 1 << 30),
-                     "fc_layers": (0, 16), "fc_shrink": (1, 16)}
-
 
 def _check_values(spec: ModelSpec) -> None:
-    """Each key on its own: whole numbers in range, known names, true/false, fractions."""
-    for name, (low, high) in ARCHITECTURE_INTS.items():
-        value = getattr(spec, name)
-        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-            raise ArchitectureError(f"{name} must be a whole number from {low} to {high:,}, "
-                                    f"got {value!r}")
+    """Each key on its own: numbers in range, known names, true/false."""
+    _check_bounds(spec, ArchitectureError)
     if spec.pool not in POOLS:
         raise ArchitectureError(f"pool must be one of {', '.join(POOLS)}, got {spec.pool!r}")
     if spec.padding not in PADDINGS:
@@ -110,10 +159,6 @@ def _check_values(spec: ModelSpec) -> None:
         if not isinstance(getattr(spec, name), bool):
             raise ArchitectureError(f"{name} must be true or false, got "
                                     f"{getattr(spec, name)!r}")
-    for name in ("dropout", "conv_dropout"):
-        value = getattr(spec, name)
-        if not isinstance(value, (int, float)) or not 0 <= value < 1:
-            raise ArchitectureError(f"{name} must be in [0, 1), got {value!r}")
 
 
 def check_spec(spec: ModelSpec) -> None:
@@ -158,25 +203,31 @@ CUDA_GRAPH = ("auto", "on", "off")
 # Optimisers whose update reads its learning rate on the device (capturable=True), so a CUDA
 # graph can replay it while the schedule changes the rate. SGD reads it on the host.
 GRAPH_OPTIMIZERS = ("adam", "adamw", "rmsprop")
+_AT_LEAST_ONE = Bounds(1, whole=True)
 
 
 @dataclass(frozen=True)
 class TrainSettings:
     """How a network is trained. Every field is a search-space and ``pipeline train`` key."""
 
-    epochs: int = _field(3, "passes over the training images")
-    batch_size: int = _field(128, "images per optimisation step")
+    epochs: int = _field(3, "passes over the training images", bounds=_AT_LEAST_ONE)
+    batch_size: int = _field(128, "images per optimisation step", bounds=_AT_LEAST_ONE)
     optimizer: str = _field("adamw", "optimiser", OPTIMIZERS)
-    lr: float = _field(3e-3, "peak learning rate")
-    momentum: float = _field(0.9, "momentum for sgd and rmsprop")
+    lr: float = _field(3e-3, "peak learning rate", bounds=Bounds(0, low_open=True))
+    momentum: float = _field(0.9, "momentum for sgd and rmsprop",
+                             bounds=Bounds(0, 1, high_open=True))
     nesterov: bool = _field(True, "Nesterov momentum for sgd")
-    weight_decay: float = _field(5e-4, "L2 penalty (decoupled for adamw)")
+    weight_decay: float = _field(5e-4, "L2 penalty (decoupled for adamw)", bounds=Bounds(0))
     schedule: str = _field("onecycle", "learning-rate schedule", SCHEDULES)
-    warmup: float = _field(0.2, "onecycle: fraction of steps spent warming up")
-    label_smoothing: float = _field(0.0, "cross-entropy label smoothing")
-    rotation: float = _field(0.0, "random rotation, ± degrees per image (0 = off)")
-    translate: float = _field(0.0, "random shift, ± fraction of the side (0 = off)")
-    eval_batch_size: int = _field(2048, "images per evaluation batch")
+    warmup: float = _field(0.2, "onecycle: fraction of steps spent warming up",
+                           bounds=Bounds(0, 1, low_open=True, high_open=True))
+    label_smoothing: float = _field(0.0, "cross-entropy label smoothing",
+                                    bounds=Bounds(0, 1, high_open=True))
+    rotation: float = _field(0.0, "random rotation, ± degrees per image (0 = off)",
+                             bounds=Bounds(0, 180, unit=" degrees"))
+    translate: float = _field(0.0, "random shift, ± fraction of the side (0 = off)",
+                              bounds=Bounds(0, 0.5, high_open=True))
+    eval_batch_size: int = _field(2048, "images per evaluation batch", bounds=_AT_LEAST_ONE)
     seed: int = _field(0, "seeds weights, shuffling and augmentation")
     device: str = _field("auto", "auto (cuda, mps, cpu), or a torch device")
     precision: str = _field("auto", "bf16 autocast or fp32 (auto: bf16 where fast)", PRECISIONS)
@@ -197,10 +248,7 @@ def check_settings(s: TrainSettings) -> None:
         if not ok:
             raise UsageError(message)
 
-    for name in ("epochs", "batch_size", "eval_batch_size"):
-        value = getattr(s, name)
-        need(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-             f"{name} must be a whole number >= 1, got {value!r}")
+    _check_bounds(s, UsageError)
     need(s.optimizer in OPTIMIZERS,
          f"unknown optimizer {s.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
     need(s.schedule in SCHEDULES,
@@ -216,14 +264,6 @@ def check_settings(s: TrainSettings) -> None:
          f"rate on the host, so a graph cannot replay it); use cuda_graph auto or off")
     need(s.cuda_graph != "on" or not s.compile,
          "cuda_graph on and compile do not go together: torch.compile makes its own graphs")
-    need(isinstance(s.lr, (int, float)) and s.lr > 0, f"lr must be > 0, got {s.lr!r}")
-    need(0 <= s.momentum < 1, f"momentum must be in [0, 1), got {s.momentum!r}")
-    need(s.weight_decay >= 0, f"weight_decay must be >= 0, got {s.weight_decay!r}")
-    need(0 < s.warmup < 1, f"warmup must be in (0, 1), got {s.warmup!r}")
-    need(0 <= s.label_smoothing < 1,
-         f"label_smoothing must be in [0, 1), got {s.label_smoothing!r}")
-    need(0 <= s.rotation <= 180, f"rotation must be in [0, 180] degrees, got {s.rotation!r}")
-    need(0 <= s.translate < 0.5, f"translate must be in [0, 0.5), got {s.translate!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,15 +276,20 @@ TRAINING_IMAGES = 60_000  # MNIST's official training set; validation is carved 
 class DataSettings:
     """Which images a run trains and validates on. The test set is never part of it."""
 
-    val_size: int = _field(5000, "validation images carved from the training set")
-    split_seed: int = _field(0, "seed of the train/validation split")
-    train_subset: int | None = _field(None, "train on only this many images (default: all)")
+    val_size: int = _field(5000, "validation images carved from the training set",
+                           bounds=Bounds(1, TRAINING_IMAGES - 1, whole=True))
+    split_seed: int = _field(0, "seed of the train/validation split",
+                             bounds=Bounds(0, whole=True))
+    train_subset: int | None = _field(
+        None, "train on only this many images (default: all)",
+        bounds=Bounds(1, TRAINING_IMAGES, whole=True, high_text="60,000 minus val_size"))
 
     def __post_init__(self) -> None:
         check_data(self)
 
 
-def _whole(value, name: str, low: int, high: int | None = None, unit: str = "") -> None:
+def _whole(value, name: str, bounds: Bounds, high: int | None = None, unit: str = "") -> None:
+    low, high = int(bounds.low), high if high is not None else bounds.high
     fits = isinstance(value, int) and not isinstance(value, bool) and value >= low and (
         high is None or value <= high)
     if not fits:
@@ -253,8 +298,9 @@ def _whole(value, name: str, low: int, high: int | None = None, unit: str = "") 
 
 
 def check_data(d: DataSettings) -> None:
-    _whole(d.val_size, "val_size", 1, TRAINING_IMAGES - 1)
-    _whole(d.split_seed, "split_seed", 0)
-    if d.train_subset is not None:
-        _whole(d.train_subset, "train_subset", 1, TRAINING_IMAGES - d.val_size,
-               unit=" (60,000 minus val_size)")
+    bounds = bounds_of(DataSettings)
+    _whole(d.val_size, "val_size", bounds["val_size"])
+    _whole(d.split_seed, "split_seed", bounds["split_seed"])
+    if d.train_subset is not None:  # its highest depends on val_size
+        _whole(d.train_subset, "train_subset", bounds["train_subset"],
+               high=TRAINING_IMAGES - d.val_size, unit=" (60,000 minus val_size)")

@@ -25,8 +25,8 @@ from pipeline.search.session import open_search
 
 # Trials that run at once on one GPU when the user does not say (--workers): small MNIST
 # networks leave a GPU mostly idle, so several processes share it. On an H100 the 50-trial
-# default search ran 4 at a time in 2 min 52 s; see the README's benchmarks for what was and was
-# not measured.
+# default search ran 4 at a time in 2 min 52 s; docs/benchmarks.md says what was and was not
+# measured.
 WORKERS_PER_GPU = 4
 
 

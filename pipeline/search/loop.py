@@ -130,7 +130,9 @@ def run_trials(session: Session, data: DataSplits, progress: SearchProgress,
         if faults.disk_full:  # a disk that stays full stops the search
             require_room(writes_to, tries=faults.disk_full)
         if faults.infrastructure:  # so does a server that answers but refuses every trial
-            stop_if_failing([s.name for s in waiter.stores.values()], faults.infrastructure,
+            names = ([waiter.refusing] if waiter.refusing
+                     else [s.name for s in waiter.stores.values()])
+            stop_if_failing(names, faults.infrastructure,
                             first_line(finished.user_attrs.get(ATTR_REASON, "")))
 
 

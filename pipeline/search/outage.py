@@ -146,6 +146,7 @@ class Waiter:
         self.timeout = timeout
         self.echo = echo
         self._answering_failures: dict[str, list[float]] = {}
+        self.refusing: str | None = None  # the store that last answered but refused a request
 
     def ride_out(self, error: BaseException) -> bool:
         """For an error a store's outage explains: wait until that store answers again and
@@ -161,7 +162,10 @@ class Waiter:
         except Exception:  # noqa: BLE001 - down: wait until it answers
             self.wait_for(store, first_line(error))
             return True
-        return self._try_again_while_answering(_request_of(error))
+        if self._try_again_while_answering(_request_of(error)):
+            return True
+        self.refusing = store.name
+        return False
 
     def _try_again_while_answering(self, request: str) -> bool:
         """The store answers, yet the call failed: try again after a pause, unless the same

@@ -42,7 +42,7 @@ def ui_command(host: str, port: int) -> tuple[list[str] | None, str]:
         raise UsageError(f"port {port} on {host} is in use; choose another with --port")
     # One person browsing needs one server process. MLflow's default is 4 request workers plus
     # a job runner and 7 task consumers (GenAI jobs `pipeline` never submits): 14 processes,
-    # ~25 s to answer on 2 cores instead of ~8 s with 2 (measured; README "Browsing").
+    # ~25 s to answer on 2 cores instead of ~8 s with 2 (measured: docs/mlflow.md).
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", _absolute(uri),
                "--host", host, "--port", str(port), "--workers", "1"]
     return command, f"http://{host}:{port}"

@@ -38,7 +38,7 @@ def _raised_from(error: BaseException, cause: BaseException) -> BaseException:
     return error
 
 
-ROWS = {  # outcome: (Optuna state, MLflow status), as the README's table says
+ROWS = {  # outcome: (Optuna state, MLflow status), as users are told (docs: how a trial ends)
     outcomes.COMPLETE: ("COMPLETE", "FINISHED"),
     outcomes.PRUNED: ("PRUNED", "KILLED"),
     outcomes.DIVERGED: ("PRUNED", "KILLED"),

@@ -19,6 +19,43 @@ def test_the_real_program_answers_help_and_a_usage_error_in_one_line(tmp_path):
     assert_wrote_nothing(tmp_path)
 
 
+def test_version_is_the_installed_package_version(tmp_path):
+    from importlib.metadata import version
+
+    result = invoke("--version", cwd=tmp_path)
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"pipeline, version {version('pipeline')}"
+
+
+def test_bash_completion_as_documented_completes_commands_and_options(tmp_path):
+    """The line the docs give for ~/.bashrc, in a real bash with the installed program: it
+    registers a completion for `pipeline`, which completes a command and an option."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("no bash here")
+    script = ('eval "$(_PIPELINE_COMPLETE=bash_source pipeline)"\n'
+              "complete -p pipeline\n"
+              "# bash passes the command being completed as $1\n"
+              "COMP_WORDS=(pipeline sea); COMP_CWORD=1; _pipeline_completion pipeline; "
+              'echo "commands: ${COMPREPLY[*]}"\n'
+              "COMPREPLY=(); COMP_WORDS=(pipeline search --tri); COMP_CWORD=2; "
+              "_pipeline_completion pipeline; "
+              'echo "options: ${COMPREPLY[*]}"\n')
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    done = subprocess.run([bash, "--norc", "-c", script], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].endswith(" pipeline") and "-F _pipeline_completion" in lines[0]
+    assert "commands: search" in lines
+    assert "options: --trials" in lines
+
+
 def test_train_help_documents_every_hyperparameter(tmp_path):
     from pipeline.core.hparams import ALL_KEYS
 

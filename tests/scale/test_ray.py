@@ -90,7 +90,7 @@ def lost_node_search(cluster, postgres, tracking_server, tmp_path_factory, reque
     failed_before = request.session.testsfailed
     folder = tmp_path_factory.mktemp("ray")
     (node,) = cluster.worker_nodes
-    storage = postgres.database("optuna")  # the plain postgresql:// URL, as the README has it
+    storage = postgres.database("optuna")  # the plain postgresql:// URL, as the docs have it
     env = {"MLFLOW_TRACKING_URI": tracking_server}
     driver = start_cli(*_args(folder, storage, cluster.address), cwd=folder, env=env)
 
@@ -242,7 +242,7 @@ def test_per_worker_resources_go_with_ray(tmp_path):
 
 
 def test_optunas_own_dashboard_reads_the_shared_postgresql_study(lost_node_search):
-    """The README's plain postgresql:// URL, read by optuna-dashboard's own app: every trial,
+    """The docs' plain postgresql:// URL, read by optuna-dashboard's own app: every trial,
     the lost ones too, each with the MLflow run it logged to. (test_shipping runs the command.)"""
     search = lost_node_search
     study = optuna_dashboard_study(search["storage"], "mnist-tiny", cwd=search["folder"],

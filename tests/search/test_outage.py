@@ -26,6 +26,7 @@ def test_a_request_that_fails_while_the_store_answers_is_tried_a_few_times_then_
     waiter = Waiter([Store(TRACKING, "MLflow tracking server", lambda: None)], echo=said.append)
     upload = _failed("/api/2.0/mlflow-artifacts/artifacts/1/run/model.pt2")
     assert [waiter.ride_out(upload) for _ in range(4)] == [True, True, True, False]
+    assert waiter.refusing == "MLflow tracking server"  # what the search names when it stops
     assert waiter.ride_out(_failed("/api/2.0/mlflow/runs/log-batch"))  # another request: its own
     assert said == []  # nothing was down: nothing to say
 

@@ -343,16 +343,17 @@ def test_promoting_a_worse_run_keeps_the_champion_and_promoting_again_is_idempot
     assert str(client.get_model_version_by_alias("mnist-cnn", "champion").version) == "1"
 
 
-def _readme_block(marker: str) -> str:
-    """The fenced block that follows ``<!-- marker -->`` in the README, as users copy it."""
-    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+def _docs_block(marker: str) -> str:
+    """The fenced block that follows ``<!-- marker -->`` on the shipping page, as users copy
+    it."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "shipping.md").read_text()
     after = text.split(f"<!-- {marker} -->", 1)[1]
     return after.split("```", 2)[1].split("\n", 1)[1]
 
 
 def test_export_writes_an_onnx_file_that_answers_like_the_champion(shop, mnist):
-    """The README's command, its agreement figures on the 10,000 test images, the file in the
-    registry beside the champion, and the README's onnxruntime lines reading it."""
+    """The shipping page's command, its agreement figures on the 10,000 test images, the file in
+    the registry beside the champion, and the page's onnxruntime lines reading it."""
     import mlflow
     import onnxruntime
 
@@ -382,7 +383,7 @@ def test_export_writes_an_onnx_file_that_answers_like_the_champion(shop, mnist):
     finally:
         mlflow.set_tracking_uri(None)  # the next test starts from nothing, as invoke does
 
-    example = subprocess.run([sys.executable, "-c", _readme_block("onnx-example")], cwd=folder,
+    example = subprocess.run([sys.executable, "-c", _docs_block("onnx-example")], cwd=folder,
                              capture_output=True, text=True, timeout=120)
     assert example.returncode == 0, example.stderr
     assert example.stdout.split()[0] in "0123456789"
@@ -409,7 +410,7 @@ def test_export_checks_both_agreement_bounds():
 
 
 def test_optunas_own_dashboard_reads_the_study_and_its_attributes(shop):
-    """`optuna-dashboard sqlite:///optuna.db`, as the README has it, in the study's folder."""
+    """`optuna-dashboard sqlite:///optuna.db`, as the docs have it, in the study's folder."""
     folder, _ = shop
     study = optuna_dashboard_study("sqlite:///optuna.db", "mnist-ship", cwd=folder)
     trials = study["trials"]
