@@ -39,7 +39,7 @@ def request_(tmp_path) -> SearchRequest:
         storage_url="postgresql://u:pw@db/optuna", tracking_uri="http://mlflow:5000", seed=3,
         device="cuda:1", timeout=12.5, force=True, data_dir=tmp_path / "data",
         report_dir=tmp_path / "reports", report=False, heartbeat_interval=4, grace_period=9,
-        workers=3, threads=2, quiet=True)
+        workers=3, threads=2, quiet=True, outage_timeout=90.0)
 
 
 def test_no_field_of_the_example_is_at_its_default(request_):
