@@ -12,6 +12,7 @@ import gc
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import optuna
 import torch
@@ -118,6 +119,12 @@ class TrialRunner:
         """Run ``trial`` to its outcome. Ctrl-C (KeyboardInterrupt) is recorded, then re-raised:
         the caller fails the trial and queues it again."""
         attempt = _Attempt(trial)  # claimed for this worker (search.claim)
+        # The claim (created, first heartbeat, worker named, under the study lock) is part of the
+        # trial's wall time in the study, and all of it is Optuna's.
+        if trial.datetime_start is not None:
+            claimed = max(0.0, (datetime.now() - trial.datetime_start).total_seconds())
+            attempt.watch.add("optuna", claimed)
+            attempt.start -= claimed
         with attempt.watch("optuna"):
             attempt.sampled = self.runs.store(self.space.suggest, trial)
         with attempt.watch("mlflow_params"):
