@@ -12,6 +12,7 @@ import click
 
 from pipeline import __version__
 from pipeline.core import (
+    DEFAULT_ALPHA,
     DEFAULT_MODEL_NAME,
     DEFAULT_MODEL_URI,
     DEFAULT_OUTAGE_TIMEOUT,
@@ -298,16 +299,24 @@ model_name_option = click.option("--name", default=DEFAULT_MODEL_NAME, show_defa
 @study_option
 @storage_option
 @model_name_option
+@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=DEFAULT_ALPHA, show_default=True,
+              help="Significance level: with a champion, the alias moves only when the "
+                   "candidate is better at p < ALPHA (McNemar's exact test on the test set).")
 @click.option("--force", is_flag=True,
-              help="Move the champion alias even if the candidate is worse on the test set.")
+              help="Move the champion alias even if the candidate is not shown better; the "
+                   "version records that it was forced.")
 @data_dir_option
-def promote(target: str, study_name: str | None, storage: str | None, name: str, force: bool,
-            data_dir: Path | None) -> None:
+def promote(target: str, study_name: str | None, storage: str | None, name: str, alpha: float,
+            force: bool, data_dir: Path | None) -> None:
     """Register a model as NAME@champion after checking it on the held-out test set.
 
     \b
     best     the best complete trial of --study (default: the most recent study)
     RUN_ID   that MLflow run (a complete trial, or a finished `pipeline train` run)
+
+    With a champion already, both read the same 10,000 test images and the alias moves only if
+    the candidate is better by McNemar's exact test, not merely a few images ahead.
     """
     if target != "best" and study_name:  # before the heavy imports: usage errors are instant
         raise click.UsageError("--study goes with `promote best`, not with a run id")
@@ -323,7 +332,8 @@ def promote(target: str, study_name: str | None, storage: str | None, name: str,
         client = registry_client()
         candidate = candidate_from_run(client, target)
     mnist = load_mnist(data_dir, log=click.echo)
-    promote(candidate, mnist, client=client, name=name, force=force, echo=click.echo)
+    promote(candidate, mnist, client=client, name=name, alpha=alpha, force=force,
+            echo=click.echo)
 
 
 @cli.command()

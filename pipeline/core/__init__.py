@@ -11,6 +11,6 @@ __getattr__, __dir__, __all__ = exports(__name__, {
     "faults": ["DEFAULT_OUTAGE_TIMEOUT"],
     "hparams": ["ALL_FIELDS", "ALL_KEYS", "default_of", "field_kind", "make_config",
                 "read_yaml_mapping"],
-    "keys": ["ATTR_EXPERIMENT", "ATTR_HEARTBEAT", "ATTR_PARENT_RUN", "CHAMPION",
+    "keys": ["ATTR_EXPERIMENT", "ATTR_HEARTBEAT", "ATTR_PARENT_RUN", "CHAMPION", "DEFAULT_ALPHA",
              "DEFAULT_MODEL_NAME", "DEFAULT_MODEL_URI"],
 })

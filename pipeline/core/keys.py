@@ -56,3 +56,5 @@ DEFAULT_MODEL_NAME = "mnist-cnn"
 CHAMPION = "champion"
 DEFAULT_MODEL_URI = f"models:/{DEFAULT_MODEL_NAME}@{CHAMPION}"  # what predict, export, demo read
 VERSION_TAG_PREFIX = "pipeline."  # lineage tags on registered versions: pipeline.study, ...
+# A candidate takes the champion's alias when better at p < this (ship.significance).
+DEFAULT_ALPHA = 0.05

@@ -4,6 +4,7 @@ summed by `pipeline report` and bench/search_costs.py.
 
 Phases: ``build`` (the seeded network and its execution plan), ``setup`` (model and optimizer on
 the device, before the first step), ``train`` (training steps), ``evaluate`` (validation passes),
+``cost`` (what the trained network costs to run, measured once it completes: train.cost),
 ``mlflow_params``/``mlflow_metrics``/``mlflow_artifacts``/``mlflow_model``/``mlflow_close`` (the
 tracking store), ``optuna`` (sampling, reports and attributes in the study's storage) and
 ``other`` (the rest of the trial's wall time). Everything but ``train`` and ``evaluate`` is the
@@ -17,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-PHASES = ("build", "setup", "train", "evaluate", "mlflow_params", "mlflow_metrics",
+PHASES = ("build", "setup", "train", "evaluate", "cost", "mlflow_params", "mlflow_metrics",
           "mlflow_artifacts", "mlflow_model", "mlflow_close", "optuna", "other")
 WORK = ("train", "evaluate")  # what a trial is for; the other phases are its overhead
 

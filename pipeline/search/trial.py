@@ -256,6 +256,8 @@ def _outcome_attributes(outcome: Outcome, error: BaseException | None,
         final = fitted.result.final
         attrs.update({ATTR_MODEL_URI: fitted.model_uri, ATTR_VAL_ACCURACY: final.val_accuracy,
                       ATTR_TRAIN_SECONDS: round(fitted.seconds, 3)})
+        if fitted.cost is not None:  # cost_params, cost_latency_ms, ...: train.cost
+            attrs.update(fitted.cost.metrics())
     reason = reason_for(outcome, error)
     if reason:
         attrs[ATTR_REASON] = reason
@@ -278,11 +280,12 @@ def pruned_message(pruner: dict, metric: str, value: float, epochs: float) -> st
 
 def _import_what_trials_use() -> None:
     """Import now what every trial uses but torch and MLflow load lazily: the first optimiser
-    imports torch._dynamo, and the first model logged imports mlflow.pytorch (1.5-4 s together
-    here). Paid once as the worker starts rather than inside its first trial, whose time by
-    phase then reads like every other's."""
+    imports torch._dynamo, the first cost measured torch's FLOP counter, and the first model
+    logged imports mlflow.pytorch (1.5-4 s together here). Paid once as the worker starts
+    rather than inside its first trial, whose time by phase then reads like every other's."""
     import mlflow.pytorch  # noqa: F401
     import torch._dynamo  # noqa: F401
+    import torch.utils.flop_counter  # noqa: F401 - a complete trial's cost (train.cost)
 
 
 def _release_memory() -> None:

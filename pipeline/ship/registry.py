@@ -3,9 +3,10 @@
 `pipeline promote` takes the best complete trial of a study (or a given run), measures its
 logged model on the held-out test set (the first time the test set is used), registers it with
 its lineage, checks that the registered version loads and answers the same, and only then moves
-the alias ``champion`` to it, and only if it is not worse than the current champion on the test
-set. Moving the alias is the commit point: anything that fails before leaves ``champion`` where
-it was. Promoting the same run again finds its version instead of making another.
+the alias ``champion`` to it: when there is a champion, only if the candidate is better on the
+same test images by McNemar's exact test (ship.significance), not merely a few images ahead.
+Moving the alias is the commit point: anything that fails before leaves ``champion`` where it
+was. Promoting the same run again finds its version instead of making another.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pipeline.core.keys import (
     ATTR_RUN_ID,
     ATTR_VAL_ACCURACY,
     CHAMPION,
+    DEFAULT_ALPHA,
     DEFAULT_MODEL_NAME,
     TAG_STUDY,
     TAG_TRIAL,
@@ -34,6 +36,7 @@ from pipeline.core.keys import (
 from pipeline.core.stores import require_tracking_store
 from pipeline.data.splits import Mnist, to_unit_pixels
 from pipeline.ship.models import load_pyfunc
+from pipeline.ship.significance import PairedComparison, compare
 from pipeline.study.studies import open_existing_study, study_metric
 from pipeline.study.trials import best_trial
 from pipeline.track.runs import Tracker, TrackingError
@@ -68,6 +71,7 @@ class Promotion:
     new_version: bool  # False when the run was registered before
     champion_before: tuple[str, float] | None  # (version, test accuracy)
     is_champion: bool
+    comparison: PairedComparison | None  # against the champion before, when there was one
 
 
 def registry_client(tracker: Tracker | None = None) -> MlflowClient:
@@ -158,22 +162,88 @@ def current_champion(client: MlflowClient, name: str):
 
 
 def promote(candidate: Candidate, mnist: Mnist, *, client: MlflowClient,
-            name: str = DEFAULT_MODEL_NAME, force: bool = False, echo=print) -> Promotion:
-    """Measure the candidate on the test set, register it (once), then move the champion alias
-    as the champion rule says (decide_champion). Moving the alias is the commit point."""
+            name: str = DEFAULT_MODEL_NAME, alpha: float = DEFAULT_ALPHA, force: bool = False,
+            echo=print) -> Promotion:
+    """Measure the candidate on the test set, register it (once), compare it with the champion
+    on the same test images, then move the champion alias as the champion rule says
+    (decide_champion). The comparison and the decision are tagged on the candidate's version.
+    Moving the alias is the commit point."""
     echo(f"candidate: {candidate.describe()}")
-    version, test_accuracy, new_version = _register(candidate, mnist, client, name, echo)
+    images, labels = held_out_images(mnist)
+    version, test_accuracy, new_version, predicted = _register(candidate, images, labels,
+                                                               client, name, echo)
     champion = current_champion(client, name)
     before = (None if champion is None
               else (str(champion.version), float(_tag(champion, "test_accuracy", "nan"))))
-    decision = decide_champion(str(version.version), test_accuracy, before, force=force)
+    comparison = None
+    if champion is not None and str(champion.version) != str(version.version):
+        if predicted is None:  # registered before
+            predicted = _test_predictions(client, candidate.run_id, candidate.model_uri, images,
+                                          "the candidate's model")
+        champion_predicted = _test_predictions(
+            client, champion.run_id, f"models:/{name}/{champion.version}", images,
+            f"the {CHAMPION}'s model (version {champion.version})")
+        comparison = compare(predicted == labels, champion_predicted == labels)
+    decision = decide_champion(str(version.version), test_accuracy, before, comparison,
+                               alpha=alpha, force=force)
     for line in decision.lines:
         echo(line)
+    if comparison is not None:
+        _tag_comparison(client, name, str(version.version), before[0], comparison, alpha,
+                        decision.outcome)
     if decision.move:
         client.set_registered_model_alias(name, CHAMPION, version.version)  # the commit point
         echo(f"{name}@{CHAMPION} -> version {version.version}")
     return Promotion(name, version.version, test_accuracy, new_version, before,
-                     decision.is_champion)
+                     decision.is_champion, comparison)
+
+
+TEST_PREDICTIONS = "test_predictions.npy"  # on the run: its model's digit for each test image
+
+
+def _log_test_predictions(client: MlflowClient, run_id: str, predicted: np.ndarray) -> None:
+    """Kept with the run, so that comparing it with another model later reads 10 KB instead of
+    loading the model and reading the test set again."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / TEST_PREDICTIONS
+        np.save(path, predicted.astype(np.uint8))
+        client.log_artifact(run_id, str(path))
+
+
+def _test_predictions(client: MlflowClient, run_id: str | None, model_uri: str,
+                      images: np.ndarray, what: str) -> np.ndarray:
+    """The model's digit for each test image: as its run kept them at registration, or, for a
+    version registered before runs kept them, read again by the model."""
+    import tempfile
+
+    if run_id:
+        with tempfile.TemporaryDirectory() as scratch:
+            try:
+                kept = np.load(client.download_artifacts(run_id, TEST_PREDICTIONS, scratch))
+            except Exception:  # noqa: BLE001 - not kept (older version), or unreadable
+                kept = None
+        if kept is not None and len(kept) == len(images):
+            return kept.astype(np.int64)
+    try:
+        return predict_digits(model_uri, images)
+    except Exception as e:  # noqa: BLE001 - a model that cannot load cannot be compared
+        raise PromotionError(f"{what} {model_uri} does not load: {first_line(e)}; the "
+                             f"{CHAMPION} is unchanged") from None
+
+
+def _tag_comparison(client: MlflowClient, name: str, version: str, champion: str,
+                    comparison: PairedComparison, alpha: float, outcome: str) -> None:
+    """The comparison with the champion, and what was decided, on the candidate's version."""
+    tags = {"compared_with_version": champion,
+            "candidate_only_right": str(comparison.candidate_only),
+            "champion_only_right": str(comparison.champion_only),
+            "mcnemar_p": f"{comparison.p_value:.6g}", "alpha": f"{alpha:g}",
+            "decision": outcome}
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, VERSION_TAG_PREFIX + key, value)
 
 
 @dataclass(frozen=True)
@@ -181,39 +251,49 @@ class ChampionDecision:
     move: bool  # move the alias to the candidate
     is_champion: bool  # the candidate is the champion afterwards
     lines: tuple[str, ...]  # what the user is told, in order
+    outcome: str = ""  # better / forced / kept (tagged on the version), "" without a champion
 
 
-def decide_champion(candidate: str, accuracy: float, champion: tuple[str, float] | None, *,
+def decide_champion(candidate: str, accuracy: float, champion: tuple[str, float] | None,
+                    comparison: PairedComparison | None = None, *, alpha: float = DEFAULT_ALPHA,
                     force: bool = False) -> ChampionDecision:
     """The champion rule: the candidate version (with its test ``accuracy``) takes the alias
-    unless the current ``champion`` (version, test accuracy) is better on the test set, or is
-    the candidate already; ``force`` moves it anyway."""
+    when there is no ``champion`` (version, test accuracy) yet, or when the ``comparison`` on
+    the same test images shows it better at p < ``alpha``; ``force`` moves it anyway. A
+    candidate that is the champion already moves nothing."""
     if champion is None:
         return ChampionDecision(True, True, ())
     version, held = champion
     if version == candidate:
         return ChampionDecision(False, True, (f"version {candidate} is already the {CHAMPION}",))
-    compared = (f"current {CHAMPION}: version {version}, test accuracy {held:.2%}; "
-                f"candidate: version {candidate}, test accuracy {accuracy:.2%}")
-    if accuracy < held and not force:
-        return ChampionDecision(False, False, (compared, (
-            f"{CHAMPION} stays at version {version}: the candidate is worse on the test set "
-            "(--force to move it anyway)")))
-    return ChampionDecision(True, True, (compared,))
+    lines = [f"current {CHAMPION}: version {version}, test accuracy {held:.2%}; "
+             f"candidate: version {candidate}, test accuracy {accuracy:.2%}"]
+    if comparison is not None:
+        lines.append(comparison.describe())
+    if comparison is not None and comparison.better_at(alpha):
+        lines.append(f"the candidate is better at p < {alpha:g}")
+        return ChampionDecision(True, True, tuple(lines), "better")
+    if force:
+        lines.append(f"moved by --force: the candidate is not shown better at p < {alpha:g}")
+        return ChampionDecision(True, True, tuple(lines), "forced")
+    lines.append(f"{CHAMPION} stays at version {version}: the candidate is not shown better at "
+                 f"p < {alpha:g} (--force to move it anyway)")
+    return ChampionDecision(False, False, tuple(lines), "kept")
 
 
-def _register(candidate: Candidate, mnist: Mnist, client: MlflowClient, name: str, echo):
-    """The candidate's registered version, its test accuracy, and whether it is new: found when
-    the run was registered before, else measured on the test set, registered with its lineage,
-    and checked to load and answer like the run's model."""
+def _register(candidate: Candidate, images: np.ndarray, labels: np.ndarray,
+              client: MlflowClient, name: str, echo):
+    """The candidate's registered version, its test accuracy, whether it is new, and its
+    predictions on the test images when they were made here (None when found): found when the
+    run was registered before, else measured on the test set, registered with its lineage, and
+    checked to load and answer like the run's model."""
     existing = client.search_model_versions(f"name = '{name}' and run_id = '{candidate.run_id}'")
     if existing:
         version = max(existing, key=lambda v: int(v.version))
         test_accuracy = float(_tag(version, "test_accuracy", "nan"))
         echo(f"already registered as {name} version {version.version} "
              f"(test accuracy {test_accuracy:.2%}); no new version")
-        return version, test_accuracy, False
-    images, labels = held_out_images(mnist)
+        return version, test_accuracy, False, None
     try:
         predicted = predict_digits(candidate.model_uri, images)
     except Exception as e:  # noqa: BLE001 - a model that cannot load cannot be promoted
@@ -223,6 +303,7 @@ def _register(candidate: Candidate, mnist: Mnist, client: MlflowClient, name: st
     echo(f"test accuracy on the 10,000 held-out images: {test_accuracy:.2%}")
     client.log_metric(candidate.run_id, "test_accuracy", test_accuracy)
     _log_test_report(client, candidate.run_id, labels, predicted, echo)
+    _log_test_predictions(client, candidate.run_id, predicted)
     lineage = {"study": candidate.study, "trial_number": candidate.trial_number,
                "run_id": candidate.run_id, "val_accuracy": f"{candidate.val_accuracy:.6f}",
                "test_accuracy": f"{test_accuracy:.6f}", "data_checksum": candidate.data_checksum,
@@ -240,7 +321,7 @@ def _register(candidate: Candidate, mnist: Mnist, client: MlflowClient, name: st
                              "run's model; the champion is unchanged")
     client.set_model_version_tag(name, version.version, VERSION_TAG_PREFIX + "verified", "true")
     echo(f"registered {name} version {version.version}; it loads and answers like the run")
-    return version, test_accuracy, True
+    return version, test_accuracy, True, predicted
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,9 @@
 `pipeline train` take.
 
 Params (hyperparameters, the execution plan, parameter count, data checksum, library versions),
-per-epoch metrics, and after the last epoch the validation confusion matrix, per-class accuracy,
-a picture of the mistakes and the model. With no run, it trains and records nothing.
+per-epoch metrics, and after the last epoch what the network costs to run (train.cost), the
+validation confusion matrix, per-class accuracy, a picture of the mistakes and the model. With
+no run, it trains and records nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pipeline.core.timings import Stopwatch
 from pipeline.data.splits import DataSplits
 from pipeline.track.artifacts import log_diagnostics, log_model
 from pipeline.track.runs import RunLog, library_versions
+from pipeline.train.cost import Cost, measure_cost
 from pipeline.train.diagnostics import diagnose
 from pipeline.train.model import build_model, parameter_count
 from pipeline.train.plan import ExecutionPlan, plan_execution
@@ -45,6 +47,7 @@ class TrackedFit:
     model: nn.Module
     model_uri: str | None  # None when nothing was tracked
     seconds: float  # training and evaluation, all epochs
+    cost: Cost | None = None  # measured once the network is trained, when tracked
 
 
 def plan_for(config: RunConfig) -> tuple[nn.Module, ExecutionPlan]:
@@ -73,8 +76,12 @@ def tracked_fit(run: RunLog | None, job: TrainingJob, hooks: Hooks | None = None
                         "parameter_count": parameter_count(model), **plan.params(),
                         **library_versions()})
     result, seconds = _train(model, job, _TimedHooks(hooks or Hooks(), run), reporting, watch)
-    model_uri = _record_the_trained_network(run, job, model, result) if run else None
-    return TrackedFit(result, model, model_uri, seconds)
+    if run is None:
+        return TrackedFit(result, model, None, seconds)
+    with watch("cost"):
+        cost = measure_cost(model)
+    model_uri = _record_the_trained_network(run, job, model, result, cost)
+    return TrackedFit(result, model, model_uri, seconds, cost)
 
 
 class _TimedHooks:
@@ -120,16 +127,17 @@ def _train(model: nn.Module, job: TrainingJob, timed: _TimedHooks, reporting: Re
 
 
 def _record_the_trained_network(run: RunLog, job: TrainingJob, model: nn.Module,
-                                result: FitResult) -> str:
-    """The validation confusion matrix, per-digit accuracy and mistakes, then the model; in a
-    search, once the tracking server answers (the trained network is not thrown away for a
-    server that went away for a while)."""
+                                result: FitResult, cost: Cost) -> str:
+    """Its cost, the validation confusion matrix, per-digit accuracy and mistakes, then the
+    model; in a search, once the tracking server answers (the trained network is not thrown
+    away for a server that went away for a while)."""
     val, predictions = job.data.val, result.val_predictions
     with run.watch("mlflow_artifacts"):  # what the artifacts show is part of their cost
         diagnosis = diagnose(val.labels, predictions)
     title = f"{job.label}validation accuracy {result.final.val_accuracy:.2%}"
 
     def record() -> str:
+        run.log_metrics(cost.metrics())
         log_diagnostics(run, diagnosis, val.images, val.labels, predictions, title=title)
         return log_model(run, model, job.config.model, val.images)
 

@@ -108,11 +108,19 @@ def test_every_trial_records_where_its_time_went(searched):
         assert sum(seconds.values()) == pytest.approx(wall, abs=0.05 + 0.05 * wall)
         assert seconds["other"] <= 0.05 + 0.05 * wall, seconds
         assert seconds["train"] > 0 and seconds["evaluate"] > 0
+        metrics = runs[trial.user_attrs["mlflow_run_id"]].data.metrics
         if trial.state == TrialState.COMPLETE:
             assert seconds["mlflow_model"] > 0 and seconds["mlflow_artifacts"] > 0
+            # What the network costs to run: measured, on the trial and its run alike.
+            assert 0 < seconds["cost"] < 1.0
+            for name in ("cost_params", "cost_flops_per_image", "cost_latency_ms",
+                         "cost_images_per_second"):
+                assert trial.user_attrs[name] > 0 and metrics[name] == trial.user_attrs[name]
+            assert metrics["cost_params"] == float(
+                runs[trial.user_attrs["mlflow_run_id"]].data.params["parameter_count"])
         else:
             assert seconds["mlflow_model"] == 0  # a pruned trial logs no model
-        metrics = runs[trial.user_attrs["mlflow_run_id"]].data.metrics
+            assert seconds["cost"] == 0 and "cost_params" not in trial.user_attrs
         assert metrics["seconds_train"] == pytest.approx(seconds["train"])
         assert trial.user_attrs["overhead_seconds"] == pytest.approx(
             sum(v for k, v in seconds.items() if k not in ("train", "evaluate")), abs=2e-3)

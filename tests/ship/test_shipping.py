@@ -89,7 +89,7 @@ def _registry(folder: Path):
                         registry_uri=f"sqlite:///{folder}/mlflow.db")
 
 
-def test_promote_best_makes_a_champion_with_its_lineage(shop):
+def test_promote_best_makes_a_champion_with_its_lineage(shop, mnist):
     folder, promoted = shop
     assert "mnist-cnn@champion -> version 1" in promoted.stdout
     client = _registry(folder)
@@ -104,6 +104,11 @@ def test_promote_best_makes_a_champion_with_its_lineage(shop):
     run = client.get_run(tags["pipeline.run_id"])
     assert run.data.params["setup"] == "good"
     assert run.data.metrics["test_accuracy"] == pytest.approx(
+        float(tags["pipeline.test_accuracy"]))
+    # Its digit for every test image stays with the run, for comparisons with later candidates.
+    kept = np.load(client.download_artifacts(run.info.run_id, "test_predictions.npy",
+                                             str(folder / "kept")))
+    assert (kept == mnist.test.labels.numpy()).mean() == pytest.approx(
         float(tags["pipeline.test_accuracy"]))
     table = invoke("models", cwd=folder)
     assert table.returncode == 0
@@ -313,7 +318,14 @@ def test_ui_refuses_a_busy_port(shop):
     assert_one_line_error(result, "is in use", "--port", code=2)
 
 
-def test_promoting_a_worse_run_keeps_the_champion_and_promoting_again_is_idempotent(shop):
+def _comparison_tags(version) -> dict[str, str]:
+    keys = ("compared_with_version", "candidate_only_right", "champion_only_right", "mcnemar_p",
+            "alpha", "decision")
+    return {k: version.tags[f"pipeline.{k}"] for k in keys if f"pipeline.{k}" in version.tags}
+
+
+def test_the_champion_moves_for_a_better_model_or_by_force_and_promoting_again_is_idempotent(
+        shop):
     """Under a model name of its own, so the other tests' champion never moves, in any order."""
     folder, _ = shop
     client = _registry(folder)
@@ -327,8 +339,13 @@ def test_promoting_a_worse_run_keeps_the_champion_and_promoting_again_is_idempot
     worse = invoke("promote", weak_run, "--name", name, cwd=folder)
     assert worse.returncode == 0, worse.stderr
     assert "champion stays at version 1" in worse.stdout
+    assert "McNemar's exact test (one-sided): p = " in worse.stdout
     assert client.get_model_version_by_alias(name, "champion").version == champion.version
     assert len(client.search_model_versions(f"name = '{name}'")) == 2
+    kept = _comparison_tags(client.get_model_version(name, "2"))
+    assert kept["decision"] == "kept" and kept["compared_with_version"] == "1"
+    assert int(kept["champion_only_right"]) > int(kept["candidate_only_right"])
+    assert float(kept["mcnemar_p"]) > 0.05 and kept["alpha"] == "0.05"
 
     for again in (invoke("promote", weak_run, "--name", name, cwd=folder),
                   invoke("promote", "best", "--name", name, cwd=folder)):
@@ -339,6 +356,15 @@ def test_promoting_a_worse_run_keeps_the_champion_and_promoting_again_is_idempot
     forced = invoke("promote", weak_run, "--name", name, "--force", cwd=folder)
     assert forced.returncode == 0, forced.stderr
     assert client.get_model_version_by_alias(name, "champion").version != champion.version
+    assert _comparison_tags(client.get_model_version(name, "2"))["decision"] == "forced"
+
+    # The better model, registered before, is read again and compared: it takes the alias back.
+    back = invoke("promote", "best", "--name", name, cwd=folder)
+    assert back.returncode == 0, back.stderr
+    assert "the candidate is better at p < 0.05" in back.stdout
+    assert client.get_model_version_by_alias(name, "champion").version == champion.version
+    better = _comparison_tags(client.get_model_version(name, "1"))
+    assert better["decision"] == "better" and float(better["mcnemar_p"]) < 1e-6
     # The shared champion never moved.
     assert str(client.get_model_version_by_alias("mnist-cnn", "champion").version) == "1"
 
