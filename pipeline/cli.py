@@ -299,6 +299,11 @@ model_name_option = click.option("--name", default=DEFAULT_MODEL_NAME, show_defa
 @study_option
 @storage_option
 @model_name_option
+@click.option("--max-params", type=click.IntRange(min=1), default=None,
+              help="With `best`: the best trial whose network has at most this many parameters.")
+@click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="With `best`: the best trial whose one-image latency on one CPU thread, as "
+                   "measured when it completed, is at most this.")
 @click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               default=DEFAULT_ALPHA, show_default=True,
               help="Significance level: with a champion, the alias moves only when the "
@@ -307,8 +312,9 @@ model_name_option = click.option("--name", default=DEFAULT_MODEL_NAME, show_defa
               help="Move the champion alias even if the candidate is not shown better; the "
                    "version records that it was forced.")
 @data_dir_option
-def promote(target: str, study_name: str | None, storage: str | None, name: str, alpha: float,
-            force: bool, data_dir: Path | None) -> None:
+def promote(target: str, study_name: str | None, storage: str | None, name: str,
+            max_params: int | None, max_latency_ms: float | None, alpha: float, force: bool,
+            data_dir: Path | None) -> None:
     """Register a model as NAME@champion after checking it on the held-out test set.
 
     \b
@@ -320,13 +326,23 @@ def promote(target: str, study_name: str | None, storage: str | None, name: str,
     """
     if target != "best" and study_name:  # before the heavy imports: usage errors are instant
         raise click.UsageError("--study goes with `promote best`, not with a run id")
+    if target != "best" and (max_params or max_latency_ms):
+        raise click.UsageError("--max-params and --max-latency-ms go with `promote best`, "
+                               "not with a run id")
     from pipeline.data import load_mnist
-    from pipeline.ship import candidate_from_run, candidate_from_study, promote, registry_client
+    from pipeline.ship import (
+        CostLimits,
+        candidate_from_run,
+        candidate_from_study,
+        promote,
+        registry_client,
+    )
     from pipeline.study import default_storage
 
     # The study first: a study that is not there is an error before any store is touched.
     if target == "best":
-        candidate = candidate_from_study(storage or default_storage(), study_name)
+        candidate = candidate_from_study(storage or default_storage(), study_name,
+                                         CostLimits(max_params, max_latency_ms))
         client = registry_client()
     else:
         client = registry_client()

@@ -9,7 +9,15 @@ from pathlib import Path
 
 import optuna
 
-from pipeline.core.keys import ATTR_MODEL_URI, ATTR_REASON, ATTR_RUN_ID, ATTR_SECONDS
+from pipeline.core.keys import (
+    ATTR_COST_LATENCY_MS,
+    ATTR_COST_PARAMS,
+    ATTR_MODEL_URI,
+    ATTR_REASON,
+    ATTR_RUN_ID,
+    ATTR_SECONDS,
+    COST_COLUMNS,
+)
 from pipeline.core.metric import format_value
 from pipeline.core.timings import PHASES, WORK, overhead
 from pipeline.study.studies import study_metric
@@ -58,6 +66,19 @@ def _short(value) -> str:
     return str(value)
 
 
+def _params(trial: optuna.trial.FrozenTrial) -> str:
+    """The network's size (train.cost), e.g. ``422k``; a dash where it was not measured."""
+    count = trial.user_attrs.get(ATTR_COST_PARAMS)
+    if count is None:
+        return "–"
+    return f"{count / 1e6:.2f}M" if count >= 1e6 else f"{count / 1e3:.0f}k"
+
+
+def _latency(trial: optuna.trial.FrozenTrial) -> str:
+    latency = trial.user_attrs.get(ATTR_COST_LATENCY_MS)
+    return "–" if latency is None else f"{latency:.2f}"
+
+
 def top_trials_table(study: optuna.Study, limit: int = 10) -> str:
     """The best trials, one row each, with a column for every parameter that differs among them;
     then the best trial's full settings."""
@@ -71,13 +92,17 @@ def top_trials_table(study: optuna.Study, limit: int = 10) -> str:
     varying = [n for n in names if len({_short(t.params.get(n, "")) for t in rows}) > 1]
     cells = [[_short(t.params.get(n, "–")) for n in varying] for t in rows]
     widths = [max(len(n), *(len(c[i]) for c in cells)) for i, n in enumerate(varying)]
-    header = (f"  {'rank':>4} {'trial':>5} {metric:>12} {'epochs':>6} {'time':>6}  "
+    # What each network costs to run beside how well it reads (train.cost): its size and its
+    # one-image latency on one CPU thread, in milliseconds.
+    header = (f"  {'rank':>4} {'trial':>5} {metric:>12} {'epochs':>6} {'time':>6} "
+              f"{'params':>7} {'cpu ms':>6}  "
               + "  ".join(n.rjust(w) for n, w in zip(varying, widths, strict=True)))
     lines = [head, header]
     for rank, (t, row) in enumerate(zip(rows, cells, strict=True), 1):
         seconds = t.duration.total_seconds() if t.duration else 0.0
         lines.append(f"  {rank:>4} {t.number:>5} {format_value(metric, t.value):>12} "
-                     f"{epochs_trained(t):>6g} {seconds:>5.0f}s  "
+                     f"{epochs_trained(t):>6g} {seconds:>5.0f}s {_params(t):>7} "
+                     f"{_latency(t):>6}  "
                      + "  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
     best = rows[0]
     lines.append(f"best trial #{best.number} ({format_value(metric, best.value)}): "
@@ -95,11 +120,12 @@ def write_csv(study: optuna.Study, path: Path) -> None:
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["trial", "state", metric, "epochs", "seconds", "mlflow_run_id",
-                         "reason", *names])
+                         "reason", *COST_COLUMNS, *names])
         for t in sorted(trials, key=lambda t: t.number):
             writer.writerow([t.number, t.state.name, "" if t.value is None else t.value,
                              epochs_trained(t),
                              round(t.duration.total_seconds(), 1) if t.duration else "",
                              t.user_attrs.get(ATTR_RUN_ID, ""),
                              t.user_attrs.get(ATTR_REASON, ""),
+                             *[t.user_attrs.get(c, "") for c in COST_COLUMNS],
                              *[t.params.get(n, "") for n in names]])

@@ -21,6 +21,8 @@ from mlflow.exceptions import MlflowException
 from pipeline.core import metric
 from pipeline.core.errors import PipelineError, UsageError, first_line
 from pipeline.core.keys import (
+    ATTR_COST_LATENCY_MS,
+    ATTR_COST_PARAMS,
     ATTR_DATA_CHECKSUM,
     ATTR_FINGERPRINT,
     ATTR_MODEL_URI,
@@ -38,7 +40,7 @@ from pipeline.data.splits import Mnist, to_unit_pixels
 from pipeline.ship.models import load_pyfunc
 from pipeline.ship.significance import PairedComparison, compare
 from pipeline.study.studies import open_existing_study, study_metric
-from pipeline.study.trials import best_trial
+from pipeline.study.trials import best_trial, ranked_trials
 from pipeline.track.runs import Tracker, TrackingError
 from pipeline.train.diagnostics import DIGITS
 
@@ -56,11 +58,13 @@ class Candidate:
     val_accuracy: float
     data_checksum: str
     space_fingerprint: str
+    within: str = ""  # the cost limits it was chosen within, and its cost, when there were any
 
     def describe(self) -> str:
         where = (f"trial #{self.trial_number} of study {self.study!r}" if self.study
                  else "a `pipeline train` run")
-        return f"{where} (run {self.run_id}, validation {self.val_accuracy:.2%})"
+        within = f"; {self.within}" if self.within else ""
+        return f"{where} (run {self.run_id}, validation {self.val_accuracy:.2%}){within}"
 
 
 @dataclass(frozen=True)
@@ -87,10 +91,63 @@ def registry_client(tracker: Tracker | None = None) -> MlflowClient:
     return tracker.client
 
 
-def candidate_from_study(storage_url: str, study_name: str | None) -> Candidate:
+@dataclass(frozen=True)
+class CostLimits:
+    """The most a promoted network may cost to run (train.cost); None: no limit."""
+
+    max_params: int | None = None
+    max_latency_ms: float | None = None
+
+    def __bool__(self) -> bool:
+        return self.max_params is not None or self.max_latency_ms is not None
+
+    def admit(self, trial) -> bool:
+        """Within every limit, as measured; a trial without a measured cost is not."""
+        params, latency = (trial.user_attrs.get(ATTR_COST_PARAMS),
+                           trial.user_attrs.get(ATTR_COST_LATENCY_MS))
+        if self.max_params is not None and (params is None or params > self.max_params):
+            return False
+        return not (self.max_latency_ms is not None
+                    and (latency is None or latency > self.max_latency_ms))
+
+    def describe(self) -> str:
+        parts = ([f"at most {self.max_params:,} parameters"] if self.max_params is not None
+                 else [])
+        if self.max_latency_ms is not None:
+            parts.append(f"a one-image CPU latency of at most {self.max_latency_ms:g} ms")
+        return " and ".join(parts)
+
+
+def _best_within(study, limits: CostLimits):
+    """The best complete trial with a logged model within ``limits`` (the best of all without)."""
+    if not limits:
+        return best_trial(study)
+    ranked = [t for t in ranked_trials(study) if ATTR_MODEL_URI in t.user_attrs]
+    within = [t for t in ranked if limits.admit(t)]
+    if within:
+        return within[0]
+    if not ranked:
+        return None
+    measured = [t for t in ranked if ATTR_COST_PARAMS in t.user_attrs]
+    if not measured:
+        raise PromotionError(f"no complete trial of study {study.study_name!r} has a measured "
+                             "cost to check against the limits; search again with this version "
+                             "of pipeline, or promote without --max-params/--max-latency-ms")
+    smallest = min(measured, key=lambda t: t.user_attrs[ATTR_COST_PARAMS])
+    fastest = min(measured, key=lambda t: t.user_attrs.get(ATTR_COST_LATENCY_MS, float("inf")))
+    raise PromotionError(
+        f"no complete trial of study {study.study_name!r} has {limits.describe()} (the smallest "
+        f"has {smallest.user_attrs[ATTR_COST_PARAMS]:,} parameters, the fastest "
+        f"{fastest.user_attrs.get(ATTR_COST_LATENCY_MS, float('nan')):.2f} ms); raise the "
+        "limits, or search a smaller space")
+
+
+def candidate_from_study(storage_url: str, study_name: str | None,
+                         limits: CostLimits = CostLimits()) -> Candidate:
+    """The study's best complete trial by validation, within ``limits`` when there are any."""
     study = open_existing_study(storage_url, study_name)
     name = study.study_name
-    best = best_trial(study)
+    best = _best_within(study, limits)
     if best is None or ATTR_MODEL_URI not in best.user_attrs:
         raise PromotionError(f"study {name!r} has no complete trial with a logged model yet; "
                              "run `pipeline search` first")
@@ -98,11 +155,16 @@ def candidate_from_study(storage_url: str, study_name: str | None) -> Candidate:
         val = best.value
     else:  # a loss-optimising study: its trials record their validation accuracy beside it
         val = best.user_attrs.get(ATTR_VAL_ACCURACY, float("nan"))
+    within = ""
+    if limits:
+        within = (f"{best.user_attrs[ATTR_COST_PARAMS]:,} parameters, "
+                  f"{best.user_attrs[ATTR_COST_LATENCY_MS]:.2f} ms, within {limits.describe()}")
     return Candidate(run_id=best.user_attrs[ATTR_RUN_ID],
                      model_uri=best.user_attrs[ATTR_MODEL_URI], study=name,
                      trial_number=str(best.number), val_accuracy=float(val),
                      data_checksum=study.user_attrs.get(ATTR_DATA_CHECKSUM, ""),
-                     space_fingerprint=study.user_attrs.get(ATTR_FINGERPRINT, ""))
+                     space_fingerprint=study.user_attrs.get(ATTR_FINGERPRINT, ""),
+                     within=within)
 
 
 def candidate_from_run(client: MlflowClient, run_id: str) -> Candidate:

@@ -21,26 +21,29 @@ def _seconds(train: float, overhead: float) -> dict[str, float]:
 def _study(*trials: tuple) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.create_study(study_name="hand-made", direction="maximize")
-    for state, value, lr, width, seconds in trials:
+    for state, value, lr, width, seconds, *cost in trials:
         study.add_trial(create_trial(
             state=state, value=value, params={"lr": lr, "width": width},
             distributions=DISTRIBUTIONS, intermediate_values={1: value or 0.1},
             user_attrs={"seconds": seconds, "epochs_trained": 2 if value else 0.25,
-                        "mlflow_run_id": f"run{lr}"}))
+                        "mlflow_run_id": f"run{lr}", **(cost[0] if cost else {})}))
     return study
 
 
 def test_the_top_trials_table_ranks_complete_trials_and_shows_what_differs():
-    study = _study((TrialState.COMPLETE, 0.97, 1e-3, 8, _seconds(10, 1)),
-                   (TrialState.COMPLETE, 0.99, 3e-3, 8, _seconds(10, 1)),
+    study = _study((TrialState.COMPLETE, 0.97, 1e-3, 8, _seconds(10, 1),
+                    {"cost_params": 1_234_567, "cost_latency_ms": 3.2}),
+                   (TrialState.COMPLETE, 0.99, 3e-3, 8, _seconds(10, 1),
+                    {"cost_params": 421_738, "cost_latency_ms": 1.0096}),
                    (TrialState.PRUNED, None, 1e-4, 16, _seconds(2, 0.1)))
     lines = top_trials_table(study).splitlines()
     assert lines[0] == ("Top trials of 'hand-made' by value (2 complete, 1 pruned, 0 failed):")
     header = lines[1].split()
-    assert header[:5] == ["rank", "trial", "value", "epochs", "time"] and "lr" in header
-    assert "width" not in header  # the same for every ranked trial: no column
-    assert lines[2].split()[:3] == ["1", "1", "0.9900"] and lines[3].split()[:3] == ["2", "0",
-                                                                                      "0.9700"]
+    assert header[:8] == ["rank", "trial", "value", "epochs", "time", "params", "cpu", "ms"]
+    assert "lr" in header and "width" not in header  # the same for every ranked trial: no column
+    # Size and one-image CPU latency beside the accuracy.
+    assert lines[2].split()[:7] == ["1", "1", "0.9900", "2", "0s", "422k", "1.01"]
+    assert lines[3].split()[:7] == ["2", "0", "0.9700", "2", "0s", "1.23M", "3.20"]
     assert lines[4] == "best trial #1 (0.9900): lr=0.003, width=8"
     assert lines[5].startswith("  MLflow run run0.003")
 
@@ -55,6 +58,11 @@ def test_the_time_table_sums_phases_and_splits_complete_from_pruned():
     assert table.splitlines()[-1] == ("  overhead (all but train and evaluate), mean (median): "
                                       "1.000 s (1.000 s) per complete trial, 0.500 s (0.500 s) "
                                       "per pruned trial")
+
+
+def test_trials_without_a_measured_cost_show_dashes():
+    study = _study((TrialState.COMPLETE, 0.97, 1e-3, 8, _seconds(10, 1)))
+    assert top_trials_table(study).splitlines()[2].split()[5:7] == ["–", "–"]
 
 
 def test_a_study_with_no_pruned_trial_shows_dashes_not_nan():
