@@ -87,7 +87,7 @@ def tracking_server(postgres, tmp_path_factory):
     server = start_server(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
          postgres.database("mlflow"), "--artifacts-destination", str(artifacts),
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
         # No GenAI job runner (8 more processes importing MLflow on a 2-core machine).
         env=ui_env(), cwd=artifacts, name="mlflow-server")
     url = f"http://127.0.0.1:{port}"
