@@ -178,6 +178,12 @@ report_dir_option = click.option(
 @click.option("--device", default="auto", show_default=True,
               help="auto (cuda, mps, cpu), cpu, cuda, cuda:N or mps.")
 @click.option("--force", is_flag=True, help="Resume a study even though its space file changed.")
+@click.option("--warm-start", "warm_start", metavar="STUDY|models:/URI", default=None,
+              help="Run first the best configurations of another study in the same storage, or "
+                   "the parameters of a registered model's run (each checked against the "
+                   "space); once, when the study starts.")
+@click.option("--warm-start-top", type=click.IntRange(min=1), default=3, show_default=True,
+              help="With --warm-start: how many of the best configurations.")
 @report_dir_option
 @click.option("--no-report", is_flag=True, help="Skip the report at the end.")
 @click.option("--heartbeat-interval", type=click.IntRange(min=1), default=20, show_default=True,
@@ -195,7 +201,8 @@ report_dir_option = click.option(
 def search(trials: int, workers: int | None, ray_address: str | None, cpus_per_worker: float,
            gpus_per_worker: float | None, threads: int | None, space_name: str | None,
            study_name: str | None, storage: str | None, timeout: float | None, seed: int | None,
-           device: str, force: bool, report_dir: Path, no_report: bool, heartbeat_interval: int,
+           device: str, force: bool, warm_start: str | None, warm_start_top: int,
+           report_dir: Path, no_report: bool, heartbeat_interval: int,
            grace_period: int | None, outage_timeout: float, data_dir: Path | None) -> None:
     """Search hyperparameters with Optuna; track every trial in MLflow.
 
@@ -223,7 +230,8 @@ def search(trials: int, workers: int | None, ray_address: str | None, cpus_per_w
             timeout=timeout, force=force, data_dir=data_dir, report_dir=report_dir,
             report=not no_report, heartbeat_interval=heartbeat_interval,
             grace_period=grace_period, workers=workers or 1, threads=threads,
-            outage_timeout=outage_timeout)
+            outage_timeout=outage_timeout, warm_start=warm_start,
+            warm_start_top=warm_start_top)
 
     if ray_address is not None:
         from pipeline.scale import run_on_ray

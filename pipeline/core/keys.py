@@ -42,11 +42,10 @@ ATTR_PRUNED_EPOCH = "pruned_epoch"
 ATTR_MODEL_URI = "model_uri"
 ATTR_VAL_ACCURACY = "val_accuracy"  # whatever the study's metric, promotion reports this
 ATTR_TRAIN_SECONDS = "train_seconds"
-# What a complete trial's network costs to run (train.cost), on the trial and as run metrics.
-ATTR_COST_PARAMS = "cost_params"
-ATTR_COST_LATENCY_MS = "cost_latency_ms"
-COST_COLUMNS = (ATTR_COST_PARAMS, "cost_flops_per_image", ATTR_COST_LATENCY_MS,
-                "cost_images_per_second")
+# What a trial's network costs to run (train.cost): on the trial one attribute, a dict of these
+# keys; on its run, metrics cost_<key>.
+ATTR_COST = "cost"
+COST_KEYS = ("params", "flops_per_image", "latency_ms", "images_per_second")
 ATTR_OVERHEAD_SECONDS = "overhead_seconds"
 ATTR_EPOCHS = "epochs_trained"  # passes over the training images, e.g. 0.25 when pruned early
 ATTR_SECONDS = "seconds"  # the trial's time by phase (timings.py)

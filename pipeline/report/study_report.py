@@ -15,6 +15,7 @@ import optuna
 from optuna.trial import TrialState
 
 from pipeline.core.errors import first_line
+from pipeline.report.cost_figure import cost_figure, costed_trials
 from pipeline.report.page import best_trial_pictures, learning_curves, page
 from pipeline.report.rung_figures import (
     history_figure,
@@ -70,6 +71,10 @@ def _figures(study: optuna.Study, notes: list[str]) -> tuple[dict, Importance | 
         notes.append("no complete trial yet: the figures of complete trials alone wait for one")
         return figures, at_rung
     _draw(figures, notes, "optimization_history", lambda: vis.plot_optimization_history(study))
+    if len(costed_trials(study)) >= 2:
+        _draw(figures, notes, "cost_of_accuracy", lambda: cost_figure(study))
+    else:
+        notes.append("accuracy against cost needs 2 complete trials whose cost was measured")
     if len(complete) >= MIN_TRIALS_FOR_IMPORTANCE:
         _draw(figures, notes, "parallel_coordinate", lambda: vis.plot_parallel_coordinate(study))
         _draw(figures, notes, "slice", lambda: vis.plot_slice(study))

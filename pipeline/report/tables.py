@@ -10,13 +10,12 @@ from pathlib import Path
 import optuna
 
 from pipeline.core.keys import (
-    ATTR_COST_LATENCY_MS,
-    ATTR_COST_PARAMS,
+    ATTR_COST,
     ATTR_MODEL_URI,
     ATTR_REASON,
     ATTR_RUN_ID,
     ATTR_SECONDS,
-    COST_COLUMNS,
+    COST_KEYS,
 )
 from pipeline.core.metric import format_value
 from pipeline.core.timings import PHASES, WORK, overhead
@@ -68,14 +67,14 @@ def _short(value) -> str:
 
 def _params(trial: optuna.trial.FrozenTrial) -> str:
     """The network's size (train.cost), e.g. ``422k``; a dash where it was not measured."""
-    count = trial.user_attrs.get(ATTR_COST_PARAMS)
+    count = trial.user_attrs.get(ATTR_COST, {}).get("params")
     if count is None:
         return "–"
     return f"{count / 1e6:.2f}M" if count >= 1e6 else f"{count / 1e3:.0f}k"
 
 
 def _latency(trial: optuna.trial.FrozenTrial) -> str:
-    latency = trial.user_attrs.get(ATTR_COST_LATENCY_MS)
+    latency = trial.user_attrs.get(ATTR_COST, {}).get("latency_ms")
     return "–" if latency is None else f"{latency:.2f}"
 
 
@@ -120,12 +119,12 @@ def write_csv(study: optuna.Study, path: Path) -> None:
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["trial", "state", metric, "epochs", "seconds", "mlflow_run_id",
-                         "reason", *COST_COLUMNS, *names])
+                         "reason", *(f"cost_{k}" for k in COST_KEYS), *names])
         for t in sorted(trials, key=lambda t: t.number):
             writer.writerow([t.number, t.state.name, "" if t.value is None else t.value,
                              epochs_trained(t),
                              round(t.duration.total_seconds(), 1) if t.duration else "",
                              t.user_attrs.get(ATTR_RUN_ID, ""),
                              t.user_attrs.get(ATTR_REASON, ""),
-                             *[t.user_attrs.get(c, "") for c in COST_COLUMNS],
+                             *[t.user_attrs.get(ATTR_COST, {}).get(k, "") for k in COST_KEYS],
                              *[t.params.get(n, "") for n in names]])

@@ -1,6 +1,7 @@
-"""The search: what it is asked (request), its study opened and closed (session), trials claimed
-under the study lock (claim) and run until the study holds its target (loop), one trial from
-sampled parameters to its closed run (trial), and what dead workers left closed (orphans)."""
+"""The search: what it is asked (request), its study opened and closed (session), its first
+trials taken from an earlier study or model (warm_start), trials claimed under the study lock
+(claim) and run until the study holds its target (loop), one trial from sampled parameters to its
+closed run (trial), and what dead workers left closed (orphans)."""
 
 from pipeline.core.exports import exports
 

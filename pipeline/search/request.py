@@ -40,6 +40,9 @@ class SearchRequest:
     quiet: bool = False  # a worker of a coordinated search: errors only, no report
     # Seconds a store may stay unreachable, waited out, before the search stops (resumable).
     outage_timeout: float = DEFAULT_OUTAGE_TIMEOUT
+    # A study of the same storage, or a models:/ URI, whose best configurations run first.
+    warm_start: str | None = None
+    warm_start_top: int = 3
 
     def to_json(self) -> str:
         return json.dumps({f.name: _encode(getattr(self, f.name))

@@ -29,6 +29,7 @@ from pipeline.core.keys import (
 )
 from pipeline.core.outcomes import STUDY_FINISHED, STUDY_INTERRUPTED
 from pipeline.data.splits import DataSplits, load_mnist, split_train_val
+from pipeline.search import warm_start
 from pipeline.search.orphans import reconcile
 from pipeline.search.outage import Waiter, storage_store, tracking_store
 from pipeline.search.request import SearchRequest
@@ -76,6 +77,9 @@ def open_search(req: SearchRequest, *, echo=print) -> Session:
     storage = open_storage(req.storage_url, heartbeat_interval=req.heartbeat_interval,
                            grace_period=req.grace_period)
     tune_sqlite_for_search(storage)
+    # Read before anything is created: a warm-start source that is not there is one line.
+    found = (warm_start.configurations(req.warm_start, storage, req.study_name,
+                                       req.tracking_uri) if req.warm_start else [])
     lock = study_lock(storage, req.storage_url, req.study_name)
     # Two workers starting together must not make two parent runs, nor both set up a fresh
     # MLflow database (its client migrates the schema as soon as it is made).
@@ -83,6 +87,12 @@ def open_search(req: SearchRequest, *, echo=print) -> Session:
         tracker = Tracker(req.tracking_uri, wait=waiter.ride_out)
         study, created = create_or_resume(storage, req.study_name, req.space, req.seed,
                                           force=req.force)
+        if req.warm_start:  # once per study: a resumed study or another worker adds nothing
+            counts = count_trials(study)
+            warm_start.enqueue(study, req.space, req.warm_start, found,
+                               top=req.warm_start_top,
+                               room=max(0, req.trials - counts.finished - counts.running
+                                        - counts.waiting), echo=echo)
         study.set_user_attr(ATTR_TARGET, req.trials)
         if optuna_private.heartbeats_enabled(storage):
             study.set_user_attr(ATTR_HEARTBEAT, {

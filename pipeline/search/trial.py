@@ -21,6 +21,7 @@ from pipeline.core.errors import NonFiniteLossError
 from pipeline.core.faults import STORAGE, fault_of
 from pipeline.core.hparams import make_config
 from pipeline.core.keys import (
+    ATTR_COST,
     ATTR_EPOCHS,
     ATTR_MODEL_URI,
     ATTR_OUTCOME,
@@ -57,8 +58,10 @@ from pipeline.search.request import SearchRequest
 from pipeline.study import optuna_private
 from pipeline.study.heartbeats import storage_failed
 from pipeline.study.liveness import worker_id
+from pipeline.study.space import CONSTRAINTS
 from pipeline.track.runs import RunLog, Tracker
 from pipeline.track.tracked_training import TrackedFit, TrainingJob, tracked_fit
+from pipeline.train.cost import Cost
 from pipeline.train.plan import choose_device
 from pipeline.train.trainer import EpochStats, Hooks, Report, Reporting
 
@@ -170,13 +173,30 @@ class TrialRunner:
                                       "trial_number": number,
                                       "space_fingerprint": self.space.fingerprint,
                                       "space_file": self.space.path.name},
-                              label=f"trial {number}: ")
+                              label=f"trial {number}: ",
+                              on_cost=lambda cost: self._cost_measured(attempt, cost))
             hooks = Hooks(on_epoch_end=lambda stats: self._epoch_done(attempt, stats),
                           on_report=lambda report: self._report(attempt, report))
             reporting = Reporting(self.space.reports_per_epoch, self.space.report_val_size)
             return tracked_fit(run, job, hooks, reporting=reporting, watch=attempt.watch), None
         except (Exception, KeyboardInterrupt) as e:  # every way a trial can end is an outcome
             return None, e
+
+    def _cost_measured(self, attempt: _Attempt, cost: Cost) -> None:
+        """What the network costs to run, on the trial; with the space's constraints, each
+        recorded with Optuna's constraint API (the sampler learns where the feasible networks
+        are), and a network over any of them is pruned before it trains."""
+        trial, over = attempt.trial, []
+        with attempt.watch("optuna"):
+            self.runs.store(trial.set_user_attr, ATTR_COST, cost.attribute())
+            for key, top in self.space.constraints.items():
+                value = getattr(cost, CONSTRAINTS[key])
+                self.runs.store(trial.set_constraint, key, value - top)  # <= 0: feasible
+                if value > top:
+                    over.append(f"{key} {_amount(key, value)} > {_amount(key, top)}")
+        if over:
+            raise optuna.TrialPruned(f"pruned before training: over the space's constraints "
+                                     f"({', '.join(over)})")
 
     def _epoch_done(self, attempt: _Attempt, stats: EpochStats) -> None:
         self.progress.epoch_done(attempt.trial.number, stats)
@@ -231,6 +251,10 @@ class TrialRunner:
                         round(overhead(breakdown), 3))
 
 
+def _amount(key: str, value: float) -> str:
+    return f"{value:.3g}" if key == "latency_ms" else f"{value:,.0f}"
+
+
 def _send_reports(attempt: _Attempt) -> None:
     """Send the held reports in order, each removed once the storage has it."""
     while attempt.held_reports:
@@ -256,8 +280,6 @@ def _outcome_attributes(outcome: Outcome, error: BaseException | None,
         final = fitted.result.final
         attrs.update({ATTR_MODEL_URI: fitted.model_uri, ATTR_VAL_ACCURACY: final.val_accuracy,
                       ATTR_TRAIN_SECONDS: round(fitted.seconds, 3)})
-        if fitted.cost is not None:  # cost_params, cost_latency_ms, ...: train.cost
-            attrs.update(fitted.cost.metrics())
     reason = reason_for(outcome, error)
     if reason:
         attrs[ATTR_REASON] = reason

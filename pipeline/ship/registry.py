@@ -21,8 +21,7 @@ from mlflow.exceptions import MlflowException
 from pipeline.core import metric
 from pipeline.core.errors import PipelineError, UsageError, first_line
 from pipeline.core.keys import (
-    ATTR_COST_LATENCY_MS,
-    ATTR_COST_PARAMS,
+    ATTR_COST,
     ATTR_DATA_CHECKSUM,
     ATTR_FINGERPRINT,
     ATTR_MODEL_URI,
@@ -103,8 +102,8 @@ class CostLimits:
 
     def admit(self, trial) -> bool:
         """Within every limit, as measured; a trial without a measured cost is not."""
-        params, latency = (trial.user_attrs.get(ATTR_COST_PARAMS),
-                           trial.user_attrs.get(ATTR_COST_LATENCY_MS))
+        cost = trial.user_attrs.get(ATTR_COST, {})
+        params, latency = cost.get("params"), cost.get("latency_ms")
         if self.max_params is not None and (params is None or params > self.max_params):
             return False
         return not (self.max_latency_ms is not None
@@ -128,17 +127,16 @@ def _best_within(study, limits: CostLimits):
         return within[0]
     if not ranked:
         return None
-    measured = [t for t in ranked if ATTR_COST_PARAMS in t.user_attrs]
+    measured = [t.user_attrs[ATTR_COST] for t in ranked if ATTR_COST in t.user_attrs]
     if not measured:
         raise PromotionError(f"no complete trial of study {study.study_name!r} has a measured "
                              "cost to check against the limits; search again with this version "
                              "of pipeline, or promote without --max-params/--max-latency-ms")
-    smallest = min(measured, key=lambda t: t.user_attrs[ATTR_COST_PARAMS])
-    fastest = min(measured, key=lambda t: t.user_attrs.get(ATTR_COST_LATENCY_MS, float("inf")))
+    smallest = min(cost["params"] for cost in measured)
+    fastest = min(cost["latency_ms"] for cost in measured)
     raise PromotionError(
         f"no complete trial of study {study.study_name!r} has {limits.describe()} (the smallest "
-        f"has {smallest.user_attrs[ATTR_COST_PARAMS]:,} parameters, the fastest "
-        f"{fastest.user_attrs.get(ATTR_COST_LATENCY_MS, float('nan')):.2f} ms); raise the "
+        f"has {smallest:,} parameters, the fastest {fastest:.2f} ms); raise the "
         "limits, or search a smaller space")
 
 
@@ -157,8 +155,9 @@ def candidate_from_study(storage_url: str, study_name: str | None,
         val = best.user_attrs.get(ATTR_VAL_ACCURACY, float("nan"))
     within = ""
     if limits:
-        within = (f"{best.user_attrs[ATTR_COST_PARAMS]:,} parameters, "
-                  f"{best.user_attrs[ATTR_COST_LATENCY_MS]:.2f} ms, within {limits.describe()}")
+        cost = best.user_attrs[ATTR_COST]
+        within = (f"{cost['params']:,} parameters, {cost['latency_ms']:.2f} ms, within "
+                  f"{limits.describe()}")
     return Candidate(run_id=best.user_attrs[ATTR_RUN_ID],
                      model_uri=best.user_attrs[ATTR_MODEL_URI], study=name,
                      trial_number=str(best.number), val_accuracy=float(val),

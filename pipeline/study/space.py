@@ -50,7 +50,11 @@ from pipeline.core.metric import DEFAULT as DEFAULT_METRIC
 from pipeline.core.metric import DIRECTIONS
 from pipeline.core.settings import MODEL_KEYS, DataSettings, TrainSettings
 
-SECTIONS = ("description", "cpu_fallback", "study", "data", "fixed", "presets", "params")
+SECTIONS = ("description", "cpu_fallback", "study", "data", "fixed", "presets", "params",
+            "constraints")
+# What a space may limit, by what a trained network costs to run (train.cost): the key in the
+# file, and the cost it limits.
+CONSTRAINTS = {"params": "params", "flops": "flops_per_image", "latency_ms": "latency_ms"}
 STUDY_KEYS = ("metric", "sampler", "pruner")
 SAMPLERS = ("tpe", "random", "grid")
 SAMPLER_DEFAULTS = {"type": "tpe", "seed": 0, "n_startup_trials": 10}
@@ -105,6 +109,32 @@ class ParamSpec:
                                        high=float(self.high), step=self.step, log=self.log)
         return trial.suggest_categorical(name=self.name, choices=list(self.choices))
 
+    def fit(self, value: Any) -> Any:
+        """``value`` as this parameter samples it (strings read as MLflow logs params), or a
+        ValueError naming the key and what it allows."""
+        if self.type == "categorical":
+            for choice in self.choices:
+                if value == choice or str(value) == str(choice):
+                    return choice
+            raise ValueError(f"{self.name}={value!r} is not one of its choices "
+                             f"{list(self.choices)}")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{self.name}={value!r} is not a number") from None
+        if self.type == "int":
+            if not number.is_integer():
+                raise ValueError(f"{self.name}={value!r} is not a whole number")
+            number = int(number)
+        if not self.low <= number <= self.high:
+            raise ValueError(f"{self.name}={number:g} is outside its range "
+                             f"[{self.low:g}, {self.high:g}]")
+        if self.step and abs(round((number - self.low) / self.step) * self.step
+                             - (number - self.low)) > 1e-9 * max(1.0, abs(number)):
+            raise ValueError(f"{self.name}={number:g} is not on its step of {self.step:g} "
+                             f"from {self.low:g}")
+        return number
+
     def extremes(self) -> list:
         """The values a check must try: both bounds, or every choice."""
         return list(self.choices) if self.type == "categorical" else [self.low, self.high]
@@ -134,6 +164,8 @@ class SearchSpace:
     presets: dict[str, dict[str, dict[str, Any]]]
     params: tuple[ParamSpec, ...]
     cpu_fallback: str | None
+    # The most a trial's network may cost to run, by CONSTRAINTS key: {"params": 50000.0}.
+    constraints: dict[str, float] = field(default_factory=dict)
     # The file's mapping as read: parse_space(source, path) makes this space again, wherever the
     # file is not (a worker on another machine gets the space with its request).
     source: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -158,6 +190,8 @@ class SearchSpace:
             "fixed": self.fixed,
             "presets": self.presets,
             "params": {p.name: p.canonical() for p in self.params},
+            # Only when there are some: spaces without keep the fingerprints they always had.
+            **({"constraints": self.constraints} if self.constraints else {}),
         }
 
     @property
@@ -172,6 +206,19 @@ class SearchSpace:
             if param.active(sampled):
                 sampled[param.name] = param.suggest(trial)
         return sampled
+
+    def fit(self, values: dict[str, Any]) -> dict[str, Any]:
+        """``values`` (another study's parameters, or a run's params as MLflow's strings) as
+        this space would sample them: every active parameter, in file order, within its range
+        or among its choices. A value that does not fit raises ValueError naming its key."""
+        fitted: dict[str, Any] = {}
+        for param in self.params:
+            if not param.active(fitted):
+                continue
+            if param.name not in values:
+                raise ValueError(f"it has no {param.name}")
+            fitted[param.name] = param.fit(values[param.name])
+        return fitted
 
     def hyperparameters(self, sampled: dict[str, Any]) -> dict[str, Any]:
         """Fixed values, then sampled ones, with preset names expanded into their keys."""
@@ -268,7 +315,8 @@ def parse_space(raw: dict, path: Path) -> SearchSpace:
     space = SearchSpace(
         name=path.stem, path=path, description=str(raw.get("description") or "").strip(),
         metric=metric, direction=DIRECTIONS[metric], sampler=sampler, pruner=pruner, data=data,
-        fixed=fixed, presets=presets, params=params, cpu_fallback=fallback, source=raw,
+        fixed=fixed, presets=presets, params=params, cpu_fallback=fallback,
+        constraints=parse.constraints(raw.get("constraints") or {}), source=raw,
     )
     _check_every_value(space, parse.fail)
     _check_every_architecture(space, parse.fail)
@@ -295,6 +343,19 @@ class _Parser:
             if key not in allowed:
                 raise self.fail(f"{prefix}.{key}" if prefix else str(key),
                                 f"unknown key; expected one of {', '.join(allowed)}")
+
+    def constraints(self, raw) -> dict[str, float]:
+        """``{params: {max: 50000}, latency_ms: {max: 0.5}}`` -> ``{"params": 50000.0, ...}``."""
+        self.keys(raw, tuple(CONSTRAINTS), "constraints")
+        limits = {}
+        for key, limit in raw.items():
+            self.keys(limit, ("max",), f"constraints.{key}")
+            top = limit.get("max")
+            if isinstance(top, bool) or not isinstance(top, int | float) or not top > 0:
+                raise self.fail(f"constraints.{key}.max", f"expected a number above 0, got "
+                                                          f"{top!r}")
+            limits[key] = float(top)
+        return limits
 
     def study(self, study, val_size: int) -> tuple[str, dict, dict]:
         self.keys(study, STUDY_KEYS, "study")

@@ -2,9 +2,9 @@
 `pipeline train` take.
 
 Params (hyperparameters, the execution plan, parameter count, data checksum, library versions),
-per-epoch metrics, and after the last epoch what the network costs to run (train.cost), the
-validation confusion matrix, per-class accuracy, a picture of the mistakes and the model. With
-no run, it trains and records nothing.
+what the network costs to run (train.cost, before it trains), per-epoch metrics, and after the
+last epoch the validation confusion matrix, per-class accuracy, a picture of the mistakes and the
+model. With no run, it trains and records nothing.
 """
 
 from __future__ import annotations
@@ -39,6 +39,9 @@ class TrainingJob:
     model: nn.Module | None = None  # the configuration's model, if already built (plan_for)
     params: dict[str, Any] = field(default_factory=dict)  # logged beside the configuration's
     label: str = ""  # heads the confusion matrix before its accuracy, e.g. "trial 7: "
+    # Told what the network costs to run (train.cost) once it is built, before it trains; may
+    # raise to stop it there (a search stops a network over its space's constraints).
+    on_cost: Callable[[Cost], None] | None = None
 
 
 @dataclass
@@ -47,7 +50,7 @@ class TrackedFit:
     model: nn.Module
     model_uri: str | None  # None when nothing was tracked
     seconds: float  # training and evaluation, all epochs
-    cost: Cost | None = None  # measured once the network is trained, when tracked
+    cost: Cost | None = None  # measured before it trained, when tracked
 
 
 def plan_for(config: RunConfig) -> tuple[nn.Module, ExecutionPlan]:
@@ -71,16 +74,20 @@ def tracked_fit(run: RunLog | None, job: TrainingJob, hooks: Hooks | None = None
         config = job.config
         model = job.model or build_model(config.model, seed=config.train.seed)
         plan = plan_execution(model, config.train)
+    cost = None
     if run is not None:
         run.log_params({**config.flat(), **job.params, "data_checksum": job.data.checksum,
                         "parameter_count": parameter_count(model), **plan.params(),
                         **library_versions()})
+        # What it costs to run depends on the network, not on its training: measured first, so
+        # that a network over a search's limits need not train at all.
+        with watch("cost"):
+            cost = measure_cost(model)
+        run.log_metrics(cost.metrics())
+        if job.on_cost is not None:
+            job.on_cost(cost)
     result, seconds = _train(model, job, _TimedHooks(hooks or Hooks(), run), reporting, watch)
-    if run is None:
-        return TrackedFit(result, model, None, seconds)
-    with watch("cost"):
-        cost = measure_cost(model)
-    model_uri = _record_the_trained_network(run, job, model, result, cost)
+    model_uri = _record_the_trained_network(run, job, model, result) if run else None
     return TrackedFit(result, model, model_uri, seconds, cost)
 
 
@@ -127,17 +134,16 @@ def _train(model: nn.Module, job: TrainingJob, timed: _TimedHooks, reporting: Re
 
 
 def _record_the_trained_network(run: RunLog, job: TrainingJob, model: nn.Module,
-                                result: FitResult, cost: Cost) -> str:
-    """Its cost, the validation confusion matrix, per-digit accuracy and mistakes, then the
-    model; in a search, once the tracking server answers (the trained network is not thrown
-    away for a server that went away for a while)."""
+                                result: FitResult) -> str:
+    """The validation confusion matrix, per-digit accuracy and mistakes, then the model; in a
+    search, once the tracking server answers (the trained network is not thrown away for a
+    server that went away for a while)."""
     val, predictions = job.data.val, result.val_predictions
     with run.watch("mlflow_artifacts"):  # what the artifacts show is part of their cost
         diagnosis = diagnose(val.labels, predictions)
     title = f"{job.label}validation accuracy {result.final.val_accuracy:.2%}"
 
     def record() -> str:
-        run.log_metrics(cost.metrics())
         log_diagnostics(run, diagnosis, val.images, val.labels, predictions, title=title)
         return log_model(run, model, job.config.model, val.images)
 

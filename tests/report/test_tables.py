@@ -32,9 +32,9 @@ def _study(*trials: tuple) -> optuna.Study:
 
 def test_the_top_trials_table_ranks_complete_trials_and_shows_what_differs():
     study = _study((TrialState.COMPLETE, 0.97, 1e-3, 8, _seconds(10, 1),
-                    {"cost_params": 1_234_567, "cost_latency_ms": 3.2}),
+                    {"cost": {"params": 1_234_567, "latency_ms": 3.2}}),
                    (TrialState.COMPLETE, 0.99, 3e-3, 8, _seconds(10, 1),
-                    {"cost_params": 421_738, "cost_latency_ms": 1.0096}),
+                    {"cost": {"params": 421_738, "latency_ms": 1.0096}}),
                    (TrialState.PRUNED, None, 1e-4, 16, _seconds(2, 0.1)))
     lines = top_trials_table(study).splitlines()
     assert lines[0] == ("Top trials of 'hand-made' by value (2 complete, 1 pruned, 0 failed):")

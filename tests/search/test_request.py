@@ -39,7 +39,8 @@ def request_(tmp_path) -> SearchRequest:
         storage_url="postgresql://u:pw@db/optuna", tracking_uri="http://mlflow:5000", seed=3,
         device="cuda:1", timeout=12.5, force=True, data_dir=tmp_path / "data",
         report_dir=tmp_path / "reports", report=False, heartbeat_interval=4, grace_period=9,
-        workers=3, threads=2, quiet=True, outage_timeout=90.0)
+        workers=3, threads=2, quiet=True, outage_timeout=90.0,
+        warm_start="yesterday", warm_start_top=5)
 
 
 def test_no_field_of_the_example_is_at_its_default(request_):

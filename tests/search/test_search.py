@@ -108,19 +108,20 @@ def test_every_trial_records_where_its_time_went(searched):
         assert sum(seconds.values()) == pytest.approx(wall, abs=0.05 + 0.05 * wall)
         assert seconds["other"] <= 0.05 + 0.05 * wall, seconds
         assert seconds["train"] > 0 and seconds["evaluate"] > 0
-        metrics = runs[trial.user_attrs["mlflow_run_id"]].data.metrics
+        run = runs[trial.user_attrs["mlflow_run_id"]]
+        metrics = run.data.metrics
         if trial.state == TrialState.COMPLETE:
             assert seconds["mlflow_model"] > 0 and seconds["mlflow_artifacts"] > 0
-            # What the network costs to run: measured, on the trial and its run alike.
-            assert 0 < seconds["cost"] < 1.0
-            for name in ("cost_params", "cost_flops_per_image", "cost_latency_ms",
-                         "cost_images_per_second"):
-                assert trial.user_attrs[name] > 0 and metrics[name] == trial.user_attrs[name]
-            assert metrics["cost_params"] == float(
-                runs[trial.user_attrs["mlflow_run_id"]].data.params["parameter_count"])
         else:
             assert seconds["mlflow_model"] == 0  # a pruned trial logs no model
-            assert seconds["cost"] == 0 and "cost_params" not in trial.user_attrs
+        # What every trial's network costs to run, measured before it trained, on the trial and
+        # its run alike.
+        assert 0 < seconds["cost"] < 1.0
+        cost = trial.user_attrs["cost"]
+        assert list(cost) == ["params", "flops_per_image", "latency_ms", "images_per_second"]
+        for name, value in cost.items():
+            assert value > 0 and metrics[f"cost_{name}"] == pytest.approx(value)
+        assert cost["params"] == int(run.data.params["parameter_count"])
         assert metrics["seconds_train"] == pytest.approx(seconds["train"])
         assert trial.user_attrs["overhead_seconds"] == pytest.approx(
             sum(v for k, v in seconds.items() if k not in ("train", "evaluate")), abs=2e-3)
@@ -243,7 +244,7 @@ def test_complete_trials_have_a_confusion_matrix_and_a_model_that_reads_digits(s
 FIGURES = ("learning_curves", "importance_at_the_first_rung", "param_importances",
            "history_at_the_first_rung", "slices_at_the_first_rung",
            "parallel_coordinates_at_the_first_rung", "optimization_history",
-           "parallel_coordinate", "slice")
+           "cost_of_accuracy", "parallel_coordinate", "slice")
 
 
 def test_the_report_folder_has_the_html_figures_and_the_parent_run_has_the_page(searched):

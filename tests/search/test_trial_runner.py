@@ -109,3 +109,31 @@ def test_a_stop_request_interrupts_the_trial_records_it_and_raises(tmp_path, run
         [runs.experiment_id], "tags.`pipeline.state` = 'interrupted'")
     assert run.info.status == outcomes.INTERRUPTED.run_status
     assert run.data.tags["pipeline.reason"].startswith("interrupted (Ctrl-C or SIGTERM)")
+
+
+def _constrained(params_max: int) -> str:
+    return SPACE + f"constraints: {{params: {{max: {params_max}}}, latency_ms: {{max: 1000}}}}\n"
+
+
+def test_a_network_over_the_spaces_constraints_is_pruned_before_it_trains(tmp_path, runs):
+    result, trial, run = _run_one(tmp_path, runs, _constrained(1000))
+    assert result.outcome is outcomes.PRUNED
+    _written_as(outcomes.PRUNED, trial, run)
+    params = trial.user_attrs["cost"]["params"]
+    assert params > 1000
+    assert trial.user_attrs["reason"] == (f"pruned before training: over the space's constraints "
+                                          f"(params {params:,} > 1,000)")
+    # Optuna's constraint API: positive is infeasible, as the sampler reads it.
+    assert trial.constraints == {"params": params - 1000,
+                                 "latency_ms": pytest.approx(
+                                     trial.user_attrs["cost"]["latency_ms"] - 1000)}
+    assert trial.user_attrs["seconds"]["train"] == 0 and "epoch" not in str(
+        trial.intermediate_values)
+    assert run.data.metrics["cost_params"] == params
+
+
+def test_a_network_within_the_constraints_trains_and_records_them(tmp_path, runs):
+    result, trial, _ = _run_one(tmp_path, runs, _constrained(10**6))
+    assert result.outcome is outcomes.COMPLETE
+    assert all(value <= 0 for value in trial.constraints.values())
+    assert set(trial.constraints) == {"params", "latency_ms"}

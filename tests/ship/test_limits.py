@@ -26,7 +26,7 @@ def storage(tmp_path) -> str:
             state=TrialState.COMPLETE, value=value, params={"lr": 1e-3},
             distributions={"lr": FloatDistribution(1e-4, 1e-1, log=True)},
             user_attrs={"model_uri": f"models:/m-{number}", "mlflow_run_id": f"run{number}",
-                        "cost_params": params, "cost_latency_ms": latency}))
+                        "cost": {"params": params, "latency_ms": latency}}))
     study.add_trial(create_trial(state=TrialState.PRUNED, params={"lr": 1e-3},
                                  distributions={"lr": FloatDistribution(1e-4, 1e-1, log=True)},
                                  intermediate_values={1: 0.1}))

@@ -557,3 +557,26 @@ def test_export_refuses_a_digit_reader_pipeline_did_not_log(shop, tmp_path):
                     cwd=folder)
     assert_one_line_error(result, "carries no `pipeline` architecture", code=1)
     assert not output.exists()
+
+
+def test_a_search_warm_started_from_the_champion_runs_its_parameters_first(shop):
+    """Last in this file: it adds a study, which `promote best` would otherwise take as the most
+    recent."""
+    import optuna
+
+    folder, _ = shop
+    refused = invoke("search", "--space", "ship.yaml", "--study", "warm", "--trials", "1",
+                     "--warm-start", "nope", "--no-report", cwd=folder)
+    assert_one_line_error(refused, "--warm-start nope: no such study in this storage", code=2)
+    storage = f"sqlite:///{folder}/optuna.db"
+    assert "warm" not in optuna.get_all_study_names(storage)  # refused before it was made
+
+    result = invoke("search", "--space", "ship.yaml", "--study", "warm", "--trials", "1",
+                    "--warm-start", "models:/mnist-cnn@champion", "--no-report", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    assert "warm start: 1 configuration(s) of models:/mnist-cnn@champion queued" in result.stdout
+    champion = _registry(folder).get_model_version_by_alias("mnist-cnn", "champion")
+    (trial,) = optuna.load_study(study_name="warm", storage=storage).trials
+    assert trial.params == {"setup": "good"}  # the champion's setup
+    assert trial.user_attrs["warm_start"] == (f"models:/mnist-cnn@champion "
+                                              f"(run {champion.run_id})")

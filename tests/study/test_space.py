@@ -123,6 +123,32 @@ def test_conditional_parameters_are_only_sampled_when_their_condition_holds(tmp_
     assert sgd["momentum"] == 0.9
 
 
+def test_another_studys_values_or_a_runs_params_fit_the_space_as_it_samples_them(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(GOOD)
+    space = load_space(path)
+    # MLflow logs params as strings; an inactive parameter and keys the space lacks are left out.
+    assert space.fit({"width": "8", "optimizer": "adamw", "lr": "0.01", "momentum": "0.9",
+                      "epochs": "2"}) == {"width": 8, "optimizer": "adamw", "lr": 0.01}
+    assert space.fit({"width": 4, "optimizer": "sgd", "lr": 1e-3, "momentum": 0.95}) == {
+        "width": 4, "optimizer": "sgd", "lr": 1e-3, "momentum": 0.95}
+
+
+@pytest.mark.parametrize("values, reason", [
+    ({"width": 16, "optimizer": "sgd", "lr": 0.01, "momentum": 0.9},
+     "width=16 is not one of its choices [4, 8]"),
+    ({"width": 4, "optimizer": "adamw", "lr": 0.2}, "lr=0.2 is outside its range [0.001, 0.1]"),
+    ({"width": 4, "optimizer": "sgd", "lr": 0.01}, "it has no momentum"),
+    ({"width": 4, "optimizer": "adamw", "lr": "fast"}, "lr='fast' is not a number"),
+])
+def test_values_that_do_not_fit_name_the_key(tmp_path, values, reason):
+    path = tmp_path / "s.yaml"
+    path.write_text(GOOD)
+    with pytest.raises(ValueError) as refused:
+        load_space(path).fit(values)
+    assert str(refused.value) == reason
+
+
 BAD = [
     # (what to do to GOOD, fragment of the error)
     (lambda s: s + "  depth: {type: int, low: 1\n", "not valid YAML at line"),
@@ -188,7 +214,23 @@ BAD = [
      "data: train_subset must be a whole number between 1 and 59,500 (60,000 minus val_size)"),
     (lambda s: s.replace("fixed: {epochs: 2, fc_width: 16}", "fixed: {epochs: 0}"),
      "fixed: epochs must be a whole number >= 1"),
+    (lambda s: s + "constraints: {size: {max: 3}}\n",
+     "constraints.size: unknown key; expected one of params, flops, latency_ms"),
+    (lambda s: s + "constraints: {params: {max: 0}}\n",
+     "constraints.params.max: expected a number above 0, got 0"),
+    (lambda s: s + "constraints: {latency_ms: {min: 1}}\n",
+     "constraints.latency_ms.min: unknown key; expected one of max"),
 ]
+
+
+def test_constraints_are_part_of_the_fingerprint(tmp_path):
+    plain, limited, looser = (tmp_path / f"{n}.yaml" for n in ("plain", "limited", "looser"))
+    plain.write_text(GOOD)
+    limited.write_text(GOOD + "constraints: {params: {max: 50000}, latency_ms: {max: 0.5}}\n")
+    looser.write_text(GOOD + "constraints: {params: {max: 60000}, latency_ms: {max: 0.5}}\n")
+    assert load_space(limited).constraints == {"params": 50000.0, "latency_ms": 0.5}
+    fingerprints = {load_space(p).fingerprint for p in (plain, limited, looser)}
+    assert len(fingerprints) == 3
 
 
 @pytest.mark.parametrize("damage, fragment", BAD, ids=[f for _, f in BAD])

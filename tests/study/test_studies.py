@@ -147,3 +147,16 @@ def test_storage_urls_are_shown_without_their_password(url, shown):
     from pipeline.study.storage import redact
 
     assert redact(url) == shown
+
+
+def test_resuming_with_other_constraints_is_refused_as_any_change(tmp_path):
+    from pipeline.study.studies import StudyError
+
+    storage = open_storage(f"sqlite:///{tmp_path}/optuna.db")
+    limited = _space(tmp_path, TPE + "constraints: {params: {max: 50000}}\n")
+    create_or_resume(storage, "s", limited, seed=3)
+    looser = _space(tmp_path, TPE + "constraints: {params: {max: 60000}}\n")
+    with pytest.raises(StudyError) as refused:
+        create_or_resume(storage, "s", looser, seed=3)
+    assert "constraints.params: 50000.0 → 60000.0" in str(refused.value)
+    assert "--force" in str(refused.value)

@@ -30,5 +30,6 @@ def test_a_wider_network_costs_more_and_the_measurement_changes_nothing():
     assert small.training  # still in training mode, on its device, with its weights
     assert all(torch.equal(before[k], v) for k, v in small.state_dict().items())
     assert torch.get_num_threads() == 2  # one thread for the measurement only
-    assert set(small_cost.metrics()) == {"cost_params", "cost_flops_per_image",
-                                         "cost_latency_ms", "cost_images_per_second"}
+    assert list(small_cost.metrics()) == ["cost_params", "cost_flops_per_image",
+                                          "cost_latency_ms", "cost_images_per_second"]
+    assert small_cost.attribute()["params"] == small_cost.params
