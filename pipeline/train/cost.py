@@ -1,11 +1,12 @@
-"""What a trained network costs to run, beside how well it reads: its size, its arithmetic and
-its speed on one CPU thread, measured once a trial completes.
+"""What a network costs to run, beside how well it reads: its size, its arithmetic and its speed
+on one CPU thread, measured for every trial once its network is built, before it trains (the
+cost is the network's, not its training's).
 
 The latency is what a demo, a phone or an ONNX runtime sees for one digit; images per second at
 a batch is what a server sees. Both on one CPU thread, so that trials of one machine compare
 whatever the search's device and thread settings were; numbers from different machines do not
-compare. The measurement is kept short (about 0.04 s for cpu.yaml's network on a 2-core AMD
-EPYC), as every trial pays it, before it trains: the cost is the network's, not its training's.
+compare. The measurement is kept short, as every trial pays it (0.041 s a trial in a 16-trial
+search of small networks on a 2-core AMD EPYC: docs/benchmarks.md).
 """
 
 from __future__ import annotations
