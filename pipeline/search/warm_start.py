@@ -66,8 +66,9 @@ def _from_study(storage, name: str, this_study: str) -> list[Configuration]:
     """The complete trials of study ``name`` in ``storage``, best first."""
     if name == this_study:
         raise UsageError(f"--warm-start {name}: a study cannot warm-start from itself")
-    if name not in study_names(storage):
-        known = ", ".join(study_names(storage)) or "none"
+    names = study_names(storage)
+    if name not in names:
+        known = ", ".join(names) or "none"
         raise UsageError(f"--warm-start {name}: no such study in this storage (its studies: "
                          f"{known}); give a study name or a models:/ URI")
     source = optuna.load_study(study_name=name, storage=storage)

@@ -288,9 +288,15 @@ def _test_predictions(client: MlflowClient, run_id: str | None, model_uri: str,
                 kept = None
         if kept is not None and len(kept) == len(images):
             return kept.astype(np.int64)
+    return _read_test_images(model_uri, images, what)
+
+
+def _read_test_images(model_uri: str, images: np.ndarray, what: str) -> np.ndarray:
+    """The model's digit for each test image, read by the model; one that cannot load is a
+    PromotionError naming ``what`` it is."""
     try:
         return predict_digits(model_uri, images)
-    except Exception as e:  # noqa: BLE001 - a model that cannot load cannot be compared
+    except Exception as e:  # noqa: BLE001 - a model that cannot load cannot be promoted
         raise PromotionError(f"{what} {model_uri} does not load: {first_line(e)}; the "
                              f"{CHAMPION} is unchanged") from None
 
@@ -355,11 +361,7 @@ def _register(candidate: Candidate, images: np.ndarray, labels: np.ndarray,
         echo(f"already registered as {name} version {version.version} "
              f"(test accuracy {test_accuracy:.2%}); no new version")
         return version, test_accuracy, False, None
-    try:
-        predicted = predict_digits(candidate.model_uri, images)
-    except Exception as e:  # noqa: BLE001 - a model that cannot load cannot be promoted
-        raise PromotionError(f"the candidate's model {candidate.model_uri} does not load: "
-                             f"{first_line(e)}") from None
+    predicted = _read_test_images(candidate.model_uri, images, "the candidate's model")
     test_accuracy = float((predicted == labels).mean())
     echo(f"test accuracy on the 10,000 held-out images: {test_accuracy:.2%}")
     client.log_metric(candidate.run_id, "test_accuracy", test_accuracy)

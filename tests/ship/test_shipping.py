@@ -177,6 +177,8 @@ def test_promote_refuses_clearly(shop, tmp_path):
                           "no MLflow run '0123abcd'", code=1)
     assert_one_line_error(invoke("promote", "0123abcd", "--max-params", "5000", cwd=untouched),
                           "--max-params and --max-latency-ms go with `promote best`", code=2)
+    assert_one_line_error(invoke("promote", "best", "--alpha", "1", cwd=untouched),
+                          "--alpha", code=2)
     versions = len(_registry(folder).search_model_versions("name = 'mnist-cnn'"))
     too_small = invoke("promote", "best", "--max-params", "1000", cwd=folder)
     assert_one_line_error(too_small, "no complete trial of study 'mnist-ship' has at most 1,000 "
