@@ -122,6 +122,13 @@ class SearchProgress:
             self.echo(f"trial {number:>3} {state:<9}{shown:>8}  {seconds:5.0f}s   best {self.best}"
                       f"   [{counts.line()}]" + (f"  {note}" if note else ""))
 
+    def note(self, line: str) -> None:
+        """A line about the search, above the bar on a terminal."""
+        if self.bar is not None:
+            self.bar.write(line)
+        else:
+            self.echo(line)
+
     def refresh(self) -> None:
         if self.bar is not None:
             parts = [f"best {self.best}", self.running, self.counts]

@@ -83,7 +83,7 @@ def run_claimed(study: optuna.Study, trial: optuna.Trial, runner: TrialRunner,
     told = _store(waiter, study.tell, trial,
                   result.value if result.outcome is COMPLETE else None,
                   state=TrialState[result.outcome.trial_state], skip_if_finished=True)
-    if result.outcome.requeue:
+    if result.outcome.requeue and not result.taken_over:  # its judge queued it already
         _store(waiter, requeue, study, told)
     return told
 

@@ -56,13 +56,17 @@ class Reconciled:
 def reconcile(study: optuna.Study, tracker: Tracker | None,
               experiment_id: str | None) -> Reconciled:
     result = Reconciled()
-    # Other machines' dead workers, by their stale heartbeats; but not while nobody could beat:
-    # right after a storage outage every heartbeat is old (study.heartbeats).
-    if optuna_private.heartbeats_enabled(optuna_private.storage_of(study)) and \
-            heartbeats.settled(optuna_private.grace_period(study)):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
+    # Other machines' dead workers, by their stale heartbeats; but not while nobody could beat
+    # (right after a storage outage every heartbeat is old), and only once this process has
+    # watched them stay stale for a grace period (study.heartbeats).
+    storage = optuna_private.storage_of(study)
+    if optuna_private.heartbeats_enabled(storage):
+        grace = optuna_private.grace_period(study)
+        if heartbeats.settled(grace) and heartbeats.watched_long_enough(
+                storage, optuna_private.stale_trial_ids(study), grace):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
     retried = retried_numbers(study.get_trials(deepcopy=False))
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         reason = _why_dead(study, trial)

@@ -16,6 +16,7 @@ from datetime import datetime
 
 import optuna
 import torch
+from optuna.exceptions import UpdateFinishedTrialError
 
 from pipeline.core.errors import NonFiniteLossError
 from pipeline.core.faults import STORAGE, fault_of
@@ -47,6 +48,7 @@ from pipeline.core.outcomes import (
     INFRASTRUCTURE,
     OUT_OF_MEMORY,
     Outcome,
+    for_finished_trial,
     outcome_of,
     reason_for,
 )
@@ -70,6 +72,15 @@ from pipeline.train.trainer import EpochStats, Hooks, Report, Reporting
 class TrialResult:
     outcome: Outcome
     value: float | None  # the study's metric, for a complete trial
+    # Failed under this worker by another process, which judged its heartbeat stale and queued
+    # it again (search.orphans): Optuna already has its outcome, and its retry its parameters.
+    taken_over: bool = False
+
+
+# Why a trial's run ends when its trial was failed under it (see TrialResult.taken_over).
+TAKEN_OVER = ("another worker judged this trial's worker dead (no heartbeat within the grace "
+              "period) and queued it again; this run of it is discarded, its retry runs the "
+              "same parameters")
 
 
 @dataclass(frozen=True)
@@ -137,13 +148,33 @@ class TrialRunner:
         if isinstance(error, OutageTooLong):  # the stores are down: record what can be, go
             _record_without_waiting(attempt, error)
             raise error
-        self._record(attempt, run, outcome, error, fitted)
+        if isinstance(error, UpdateFinishedTrialError) or self._taken_over(attempt):
+            return self._discard(attempt, run)
+        try:
+            self._record(attempt, run, outcome, error, fitted)
+        except UpdateFinishedTrialError:  # failed under it since the check above
+            return self._discard(attempt, run)
         if outcome is OUT_OF_MEMORY:
             _release_memory()
         if isinstance(error, KeyboardInterrupt):
             raise error
         value = value_of(self.space.metric, fitted.result.final) if outcome is COMPLETE else None
         return TrialResult(outcome, value)
+
+    def _taken_over(self, attempt: _Attempt) -> bool:
+        """Whether another process has failed this trial while it ran (TrialResult)."""
+        with attempt.watch("optuna"):
+            state = self.runs.store(optuna_private.trial_state, attempt.trial)
+        return state.is_finished()
+
+    def _discard(self, attempt: _Attempt, run: RunLog) -> TrialResult:
+        """A trial failed under this worker: its run closes as its trial ended, the outcome the
+        other process gave it, and nothing more is written to the trial (it has finished)."""
+        trial = self.runs.store(optuna_private.frozen_trial, attempt.trial)
+        outcome = for_finished_trial(trial.state.name, trial.user_attrs.get(ATTR_OUTCOME))
+        run.close(outcome, TAKEN_OVER)
+        self.progress.note(f"trial {trial.number}: {TAKEN_OVER}")
+        return TrialResult(outcome, None, taken_over=True)
 
     def _open_run(self, attempt: _Attempt, worker: str) -> RunLog:
         trial = attempt.trial

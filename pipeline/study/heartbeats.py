@@ -6,12 +6,19 @@ restart a live trial would look dead to every other worker. Here a failed beat i
 next one tried an interval later. And since nobody could beat during the outage, no process
 judges other trials' heartbeats (reconcile) until a grace period has passed since the storage
 last failed it: long enough for every live worker to have beaten again.
+
+That alone is a race on a busy machine: a process that saw the storage fail only briefly (or not
+at all) judges a live worker whose heartbeat thread, starved of CPU and reconnecting, has not
+beaten yet since the storage came back. So a heartbeat older than the grace period only makes a
+trial a suspect; it is judged dead when this process has watched it stay stale for a further
+grace period, a whole one in which the storage answered.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -21,18 +28,35 @@ from pipeline.core.faults import STORAGE, fault_of
 from pipeline.study import optuna_private
 
 _last_failure = 0.0  # time.monotonic() of the last storage call this process saw fail
+# For each storage this process opened: trial id -> when this process first saw it stale.
+_suspects: weakref.WeakKeyDictionary[object, dict[int, float]] = weakref.WeakKeyDictionary()
 
 
 def storage_failed() -> None:
     """Note that a call to the study's storage failed (an outage may be under way)."""
     global _last_failure
     _last_failure = time.monotonic()
+    _suspects.clear()  # what was seen before the outage says nothing about after it
 
 
 def settled(grace: float) -> bool:
     """Whether ``grace`` seconds have passed since this process last saw the storage fail: only
     then do other trials' heartbeats mean what they say."""
     return time.monotonic() - _last_failure > grace
+
+
+def watched_long_enough(storage: object, stale: list[int], grace: float) -> bool:
+    """Whether every trial of ``storage`` in ``stale`` (old heartbeats, now) has been seen stale
+    by this process for at least ``grace`` seconds; trials no longer stale stop being suspects.
+    Call it only once settled: seeing a trial stale while the storage is away proves nothing."""
+    now = time.monotonic()
+    seen = _suspects.setdefault(storage, {})
+    for trial_id in list(seen):
+        if trial_id not in stale:
+            del seen[trial_id]
+    for trial_id in stale:
+        seen.setdefault(trial_id, now)
+    return bool(stale) and all(now - seen[t] >= grace for t in stale)
 
 
 @contextmanager

@@ -52,6 +52,24 @@ def grace_period(study: optuna.Study) -> float:
     return getattr(rdb, "grace_period", None) or 2 * (heartbeat_interval(study) or 0)
 
 
+def stale_trial_ids(study: optuna.Study) -> list[int]:
+    # The storage ids of the study's running trials whose heartbeat is older than the grace
+    # period: what optuna.storages.fail_stale_trials fails, asked first so that reconcile can
+    # watch a suspect before judging it (study.heartbeats). Only the private method says.
+    return study._storage._get_stale_trial_ids(study._study_id)
+
+
+def frozen_trial(trial: optuna.Trial) -> optuna.trial.FrozenTrial:
+    # A running trial as the storage has it now: another process may have failed it (its
+    # heartbeat looked stale). Trial has no public accessor for its own state; the storage reads
+    # an unfinished trial from the database, not from its cache.
+    return trial.study._storage.get_trial(trial._trial_id)
+
+
+def trial_state(trial: optuna.Trial) -> TrialState:
+    return frozen_trial(trial).state
+
+
 def never_beat(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
     # Whether a trial of a storage with heartbeats has no heartbeat at all: a claim cut short
     # between creating the trial and its first beat. Optuna keeps the heartbeats in a table of

@@ -153,6 +153,30 @@ def test_right_after_a_storage_outage_old_heartbeats_do_not_make_a_live_trial_de
     heartbeats.storage_failed()  # ...and this process saw it fail just now
     assert orphans.reconcile(study, None, None).failed_trials == []
     assert study.trials[live.number].state == TrialState.RUNNING
-    time.sleep(1.2)  # a grace period after the outage: a trial still not beating is dead
+    time.sleep(1.2)  # a grace period after the outage, and still no beat: a suspect
+    assert orphans.reconcile(study, None, None).failed_trials == []
+    time.sleep(1.2)  # watched stale for a whole grace period while the storage answered: dead
     orphans.reconcile(study, None, None)
     assert study.trials[live.number].state == TrialState.FAIL
+
+
+def test_a_suspect_that_beats_again_is_not_judged_dead(tmp_path):
+    """A live worker on a busy machine can miss its grace period once (its heartbeat thread
+    starved of CPU, or reconnecting after an outage): a stale heartbeat makes it a suspect, and
+    a beat before a second grace period has passed clears it."""
+    from pipeline.search import orphans
+    from pipeline.study import optuna_private
+    from pipeline.study.storage import open_storage
+
+    storage = open_storage(f"sqlite:///{tmp_path}/slow.db", heartbeat_interval=1,
+                           grace_period=1)
+    study = optuna.create_study(storage=storage, direction="maximize")
+    slow = claim_next_trial(study, 5, StudyLock(), "another-machine:1:2").trial
+    time.sleep(1.2)
+    assert orphans.reconcile(study, None, None).failed_trials == []  # a suspect now
+    optuna_private.record_heartbeat(study, slow)  # late, but alive
+    time.sleep(0.5)
+    orphans.reconcile(study, None, None)
+    time.sleep(0.7)  # stale again, and a grace period since it first was: but it beat between
+    orphans.reconcile(study, None, None)
+    assert study.trials[slow.number].state == TrialState.RUNNING

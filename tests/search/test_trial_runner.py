@@ -10,13 +10,14 @@ import textwrap
 import optuna
 import pytest
 import torch
+from optuna.trial import TrialState
 
 from pipeline.core import outcomes
 from pipeline.core.progress import SearchProgress
 from pipeline.core.timings import PHASES
 from pipeline.data.splits import DataSplits, Split
 from pipeline.search.request import SearchRequest
-from pipeline.search.trial import StudyRuns, TrialRunner
+from pipeline.search.trial import TAKEN_OVER, StudyRuns, TrialResult, TrialRunner
 from pipeline.study.space import load_space
 from pipeline.track.runs import Tracker
 
@@ -137,3 +138,37 @@ def test_a_network_within_the_constraints_trains_and_records_them(tmp_path, runs
     assert result.outcome is outcomes.COMPLETE
     assert all(value <= 0 for value in trial.constraints.values())
     assert set(trial.constraints) == {"params", "latency_ms"}
+
+
+@pytest.mark.parametrize("after_epoch", [1, 2], ids=["mid-training", "before-recording"])
+def test_a_trial_failed_under_its_worker_is_discarded_not_recorded_twice(
+        tmp_path, runs, after_epoch):
+    """Another process judged the worker dead (a heartbeat that looked stale) and failed the
+    trial while it trained: the worker writes nothing more to the finished trial, closes its run
+    as the trial ended, and returns without asking for a second retry (the judge queued one)."""
+    (tmp_path / "space.yaml").write_text(SPACE)
+    space = load_space(tmp_path / "space.yaml")
+    req = SearchRequest(space=space, trials=1, study_name="runner", storage_url="memory",
+                        tracking_uri=runs.tracker.uri, seed=0, device="cpu")
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    epochs = iter(range(1, 10))
+    lines = []
+
+    def judged_dead_elsewhere() -> bool:
+        if next(epochs) == after_epoch:
+            study._storage.set_trial_user_attr(trial._trial_id, "outcome", "dead-worker")
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        return False
+
+    progress = SearchProgress(1, 0, space.metric, enabled=False, echo=lines.append)
+    result = TrialRunner(req, DATA, runs, progress, judged_dead_elsewhere)(trial)
+    assert result == TrialResult(outcomes.DEAD_WORKER, None, taken_over=True)
+    (frozen,) = study.trials
+    assert frozen.state == TrialState.FAIL and "model_uri" not in frozen.user_attrs
+    run = runs.tracker.client.get_run(frozen.user_attrs["mlflow_run_id"])
+    assert run.info.status == outcomes.DEAD_WORKER.run_status
+    assert run.data.tags["pipeline.state"] == "dead-worker"
+    assert run.data.tags["pipeline.reason"] == TAKEN_OVER
+    assert lines == [f"trial 0: {TAKEN_OVER}"]
