@@ -303,7 +303,7 @@ model_name_option = click.option("--name", default=DEFAULT_MODEL_NAME, show_defa
 
 
 @cli.command()
-@click.argument("target", metavar="best|RUN_ID")
+@click.argument("target", metavar="best|ensemble|RUN_ID")
 @study_option
 @storage_option
 @model_name_option
@@ -312,6 +312,9 @@ model_name_option = click.option("--name", default=DEFAULT_MODEL_NAME, show_defa
 @click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True), default=None,
               help="With `best`: the best trial whose one-image latency on one CPU thread, as "
                    "measured when it completed, is at most this.")
+@click.option("--top", type=click.IntRange(min=2), default=None,
+              help="With `ensemble`: how many of the best complete trials it averages "
+                   "[default: 3].")
 @click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               default=DEFAULT_ALPHA, show_default=True,
               help="Significance level: with a champion, the alias moves only when the "
@@ -321,22 +324,26 @@ model_name_option = click.option("--name", default=DEFAULT_MODEL_NAME, show_defa
                    "version records that it was forced.")
 @data_dir_option
 def promote(target: str, study_name: str | None, storage: str | None, name: str,
-            max_params: int | None, max_latency_ms: float | None, alpha: float, force: bool,
-            data_dir: Path | None) -> None:
+            max_params: int | None, max_latency_ms: float | None, top: int | None,
+            alpha: float, force: bool, data_dir: Path | None) -> None:
     """Register a model as NAME@champion after checking it on the held-out test set.
 
     \b
-    best     the best complete trial of --study (default: the most recent study)
-    RUN_ID   that MLflow run (a complete trial, or a finished `pipeline train` run)
+    best      the best complete trial of --study (default: the most recent study)
+    ensemble  the average of the --top best complete trials of --study, as one model
+    RUN_ID    that MLflow run (a complete trial, or a finished `pipeline train` run)
 
     With a champion already, both read the same 10,000 test images and the alias moves only if
     the candidate is better by McNemar's exact test, not merely a few images ahead.
     """
-    if target != "best" and study_name:  # before the heavy imports: usage errors are instant
-        raise click.UsageError("--study goes with `promote best`, not with a run id")
+    from_study = target in ("best", "ensemble")
+    if not from_study and study_name:  # before the heavy imports: usage errors are instant
+        raise click.UsageError("--study goes with `promote best` or `promote ensemble`, not "
+                               "with a run id")
     if target != "best" and (max_params or max_latency_ms):
-        raise click.UsageError("--max-params and --max-latency-ms go with `promote best`, "
-                               "not with a run id")
+        raise click.UsageError("--max-params and --max-latency-ms go with `promote best` only")
+    if target != "ensemble" and top is not None:
+        raise click.UsageError("--top goes with `promote ensemble` only")
     from pipeline.data import load_mnist
     from pipeline.ship import (
         CostLimits,
@@ -352,10 +359,24 @@ def promote(target: str, study_name: str | None, storage: str | None, name: str,
         candidate = candidate_from_study(storage or default_storage(), study_name,
                                          CostLimits(max_params, max_latency_ms))
         client = registry_client()
+        mnist = load_mnist(data_dir, log=click.echo)
+    elif target == "ensemble":
+        from pipeline.ship import DEFAULT_TOP, ensemble_candidate, members_of
+        from pipeline.study import open_existing_study
+        from pipeline.track import Tracker
+
+        members_of(open_existing_study(storage or default_storage(), study_name),
+                   top or DEFAULT_TOP)  # enough trials, before any store is touched
+        tracker = Tracker()
+        client = registry_client(tracker)
+        mnist = load_mnist(data_dir, log=click.echo)
+        candidate = ensemble_candidate(storage or default_storage(), study_name,
+                                       top or DEFAULT_TOP, mnist, tracker=tracker,
+                                       echo=click.echo)
     else:
         client = registry_client()
         candidate = candidate_from_run(client, target)
-    mnist = load_mnist(data_dir, log=click.echo)
+        mnist = load_mnist(data_dir, log=click.echo)
     promote(candidate, mnist, client=client, name=name, alpha=alpha, force=force,
             echo=click.echo)
 

@@ -7,7 +7,7 @@ without loading torch, Optuna or MLflow.
 from __future__ import annotations
 
 # MLflow run tags that tie runs to studies and trials; the registry and reconcile read them back.
-TAG_ROLE = "pipeline.role"  # "study", "trial" or "train"
+TAG_ROLE = "pipeline.role"  # "study", "trial", "train" or "ensemble"
 TAG_STUDY = "pipeline.study"
 TAG_STORAGE = "pipeline.study.storage"
 TAG_TRIAL = "pipeline.trial_number"
@@ -18,6 +18,7 @@ TAG_REASON = "pipeline.reason"  # why a trial was pruned, failed or interrupted
 TAG_SAMPLED = "pipeline.sampled_params"
 TAG_WORKER = "pipeline.worker"
 TAG_RETRY_OF = "pipeline.retry_of"  # the trial number a retried trial runs again
+TAG_MEMBERS = "pipeline.members"  # an ensemble's trials, best first: 3+7+1
 TAG_BEST_TRIAL = "pipeline.best_trial"
 TAG_BEST_RUN = "pipeline.best_run_id"
 

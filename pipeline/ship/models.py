@@ -14,9 +14,8 @@ import torch
 from mlflow.exceptions import MlflowException
 
 from pipeline.core.errors import PipelineError, first_line
-from pipeline.core.settings import ModelSpec
 from pipeline.core.stores import require_tracking_store
-from pipeline.train.model import build_model
+from pipeline.train.model import build_from_architecture
 
 # Models are exported (torch.export) with their weights on the CPU, which is what lets them load
 # on any machine. Where CUDA exists MLflow loads a PyTorch model onto the GPU unless told
@@ -110,7 +109,7 @@ class DigitModel:
             return None  # a model from elsewhere: digits only
         try:
             weights = torch.export.load(program).state_dict
-            net = build_model(ModelSpec(**architecture))
+            net = build_from_architecture(architecture)
             net.load_state_dict({k.removeprefix("net."): v for k, v in weights.items()})
         except Exception:  # noqa: BLE001 - digits still come from the model as MLflow serves it
             return None

@@ -58,10 +58,15 @@ class Candidate:
     data_checksum: str
     space_fingerprint: str
     within: str = ""  # the cost limits it was chosen within, and its cost, when there were any
+    members: str = ""  # an ensemble's trials (ship.ensemble), e.g. 3+7+1
 
     def describe(self) -> str:
-        where = (f"trial #{self.trial_number} of study {self.study!r}" if self.study
-                 else "a `pipeline train` run")
+        if self.members:
+            where = f"the ensemble of trials {self.members} of study {self.study!r}"
+        elif self.study:
+            where = f"trial #{self.trial_number} of study {self.study!r}"
+        else:
+            where = "a `pipeline train` run"
         within = f"; {self.within}" if self.within else ""
         return f"{where} (run {self.run_id}, validation {self.val_accuracy:.2%}){within}"
 
@@ -372,6 +377,8 @@ def _register(candidate: Candidate, images: np.ndarray, labels: np.ndarray,
                "test_accuracy": f"{test_accuracy:.6f}", "data_checksum": candidate.data_checksum,
                "space_fingerprint": candidate.space_fingerprint,
                "model_uri": candidate.model_uri}
+    if candidate.members:
+        lineage["members"] = candidate.members
     tags = {VERSION_TAG_PREFIX + k: v for k, v in lineage.items()}
     version = mlflow.register_model(candidate.model_uri, name, tags=tags)
     client.update_model_version(

@@ -18,7 +18,7 @@ from pipeline.core.settings import ModelSpec
 from pipeline.data.splits import to_unit_pixels
 from pipeline.track.runs import RunLog
 from pipeline.train.diagnostics import Diagnostics, confusion_image, mistakes_image
-from pipeline.train.model import DigitReader
+from pipeline.train.model import DigitReader, architecture_of
 
 MODEL_NAME_IN_RUN = "model"
 MODEL_SIGNATURE = ModelSignature(
@@ -41,13 +41,14 @@ def log_diagnostics(run: RunLog, diag: Diagnostics, images: torch.Tensor, labels
                      for d, a in diag.per_class_accuracy.items()})
 
 
-def log_model(run: RunLog, net: torch.nn.Module, spec: ModelSpec,
+def log_model(run: RunLog, net: torch.nn.Module, spec: ModelSpec | list[ModelSpec],
               example_images: torch.Tensor) -> str:
     """Log the network with MLflow's PyTorch flavour; pyfunc predicts digits. Returns its URI.
 
     Saved as a torch.export program ("pt2", MLflow's default): loading it runs no pickled code
     and needs no `pipeline` installed. The architecture rides along as metadata so `pipeline
-    predict` can rebuild the network and report probabilities too.
+    predict` can rebuild the network and report probabilities too. An ensemble (train.model,
+    one spec per member) is logged the same way, as one model.
     """
     with run.watch("mlflow_model"):  # the copy and the export included
         reader = DigitReader(copy.deepcopy(net).float().cpu()
@@ -57,7 +58,7 @@ def log_model(run: RunLog, net: torch.nn.Module, spec: ModelSpec,
         return _log_logged_model(run, reader, spec, example)
 
 
-def _log_logged_model(run: RunLog, reader: DigitReader, spec: ModelSpec,
+def _log_logged_model(run: RunLog, reader: DigitReader, spec: ModelSpec | list[ModelSpec],
                       example: np.ndarray) -> str:
     """What ``mlflow.pytorch.log_model`` does, through this run's client: MLflow's fluent call
     files the model under the process-wide tracking URI and "current experiment", which a
@@ -76,7 +77,8 @@ def _log_logged_model(run: RunLog, reader: DigitReader, spec: ModelSpec,
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
                 mlflow_model=Model(artifact_path=model.artifact_location, run_id=run.run_id,
                                    model_uuid=model.model_id, model_id=model.model_id),
-                metadata={"pipeline_architecture": spec.to_dict(),
+                metadata={"pipeline_architecture": architecture_of(
+                              spec if isinstance(spec, list) else [spec]),
                           "input": "float32 (N, 28, 28) pixels in [0, 1], white digit on black",
                           "output": "int64 (N,) predicted digits"})
             client.log_model_artifacts(model.model_id, local)

@@ -159,3 +159,37 @@ class DigitReader(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images.unsqueeze(1)).argmax(dim=1)
+
+
+class Ensemble(nn.Module):
+    """Several trained networks read as one: (N, 1, 28, 28) -> (N, 10) scores whose softmax is
+    the average of the members' probabilities (the log of that average). Shipped like a single
+    network: the digit is its argmax, its probabilities its softmax."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probabilities = torch.stack([torch.softmax(m(x), dim=1) for m in self.members])
+        return torch.log(probabilities.mean(dim=0))
+
+
+# A shipped model's architecture, in its metadata: a ModelSpec's fields, or for an ensemble
+# {ENSEMBLE_KEY: [fields of each member]}.
+ENSEMBLE_KEY = "ensemble_of"
+
+
+def architecture_of(specs: list[ModelSpec]) -> dict:
+    """The architecture metadata of one network (one spec) or of an ensemble (several)."""
+    if len(specs) == 1:
+        return specs[0].to_dict()
+    return {ENSEMBLE_KEY: [spec.to_dict() for spec in specs]}
+
+
+def build_from_architecture(architecture: dict) -> nn.Module:
+    """The untrained network (or ensemble) an architecture's metadata describes."""
+    if ENSEMBLE_KEY in architecture:
+        return Ensemble([build_model(ModelSpec(**member))
+                         for member in architecture[ENSEMBLE_KEY]])
+    return build_model(ModelSpec(**architecture))

@@ -1,0 +1,157 @@
+"""`pipeline promote ensemble`: the average of a study's top networks, shipped as one model.
+
+A search trains many good networks and keeps one. Averaging the probabilities of the best few
+is the cheapest known step past the best single network on MNIST. The members are the top K
+complete trials by validation (choosing still sees validation only); the ensemble is measured on
+the validation images its members were, logged as one MLflow model (the same signature and
+metadata as a single network's, so `predict`, `mlflow models serve`, the demo and `export` take
+it unchanged) in a run of its own in the study's experiment, and then promoted as any candidate
+is: the test set, the registry, McNemar's test against the champion (ship.registry).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import optuna
+import torch
+from mlflow import MlflowClient
+
+from pipeline.core.keys import (
+    ATTR_DATA_CHECKSUM,
+    ATTR_EXPERIMENT,
+    ATTR_FINGERPRINT,
+    ATTR_MODEL_URI,
+    ATTR_RUN_ID,
+    ATTR_SPACE,
+    ATTR_VAL_ACCURACY,
+    TAG_MEMBERS,
+    TAG_ROLE,
+    TAG_STUDY,
+)
+from pipeline.core.outcomes import COMPLETE
+from pipeline.core.settings import DataSettings, ModelSpec
+from pipeline.data.splits import Mnist, Split, split_train_val, to_unit_pixels
+from pipeline.ship.models import DigitModel
+from pipeline.ship.registry import Candidate, PromotionError
+from pipeline.study.studies import open_existing_study
+from pipeline.study.trials import ranked_trials
+from pipeline.track.artifacts import log_model
+from pipeline.track.runs import Tracker
+from pipeline.train.cost import measure_cost
+from pipeline.train.model import Ensemble
+
+ROLE = "ensemble"  # the TAG_ROLE of an ensemble's run
+DEFAULT_TOP = 3
+
+
+def members_of(study: optuna.Study, top: int) -> list[optuna.trial.FrozenTrial]:
+    """The study's ``top`` best complete trials with a logged model, best first."""
+    ranked = [t for t in ranked_trials(study) if ATTR_MODEL_URI in t.user_attrs]
+    if len(ranked) < top:
+        fix = (f"use --top {len(ranked)}, or search more" if len(ranked) >= 2
+               else "search more, or promote the best single network with `promote best`")
+        raise PromotionError(f"study {study.study_name!r} has {len(ranked)} complete trial(s) "
+                             f"with a logged model; an ensemble of {top} needs {top}: {fix}")
+    return ranked[:top]
+
+
+def member_label(members: list[optuna.trial.FrozenTrial]) -> str:
+    """How an ensemble's members are named in its run and its registered version: 3+7+1."""
+    return "+".join(str(t.number) for t in members)
+
+
+def ensemble_candidate(storage_url: str, study_name: str | None, top: int, mnist: Mnist, *,
+                       tracker: Tracker, echo=print) -> Candidate:
+    """The ensemble of the study's ``top`` best trials as a promotion candidate: made, measured
+    on validation and logged once; asking again for the same members finds that run."""
+    study = open_existing_study(storage_url, study_name)
+    members = members_of(study, top)
+    label = member_label(members)
+    experiment = study.user_attrs.get(ATTR_EXPERIMENT)
+    if experiment is None:
+        raise PromotionError(f"study {study.study_name!r} records no MLflow experiment; "
+                             "search it with this version of pipeline first")
+    found = _logged_before(tracker.client, experiment, study.study_name, label)
+    if found is not None:
+        echo(f"ensemble of trials {label} logged before: run {found.run_id}")
+        return found
+    echo(f"ensemble of the {top} best trials of study {study.study_name!r}: {label}")
+    networks, specs = networks_of(members)
+    ensemble = Ensemble(networks).eval()
+    val = validation_split(study, mnist)
+    val_accuracy = accuracy(ensemble, val.images, val.labels)
+    best = members[0].user_attrs.get(ATTR_VAL_ACCURACY, members[0].value)
+    echo(f"validation accuracy {val_accuracy:.2%} (the best member alone: {best:.2%})")
+    run = tracker.start_run(experiment, f"ensemble-{label}",
+                            tags={TAG_ROLE: ROLE, TAG_STUDY: study.study_name,
+                                  TAG_MEMBERS: label})
+    run.log_params({"members": label, "top": top,
+                    "member_run_ids": ",".join(t.user_attrs[ATTR_RUN_ID] for t in members),
+                    "data_checksum": study.user_attrs.get(ATTR_DATA_CHECKSUM, ""),
+                    "space_fingerprint": study.user_attrs.get(ATTR_FINGERPRINT, "")})
+    run.log_metrics({"val_accuracy": val_accuracy, **measure_cost(ensemble).metrics()})
+    model_uri = log_model(run, ensemble, specs, val.images)
+    run.close(COMPLETE)
+    return _candidate(study.study_name, run.run_id, model_uri, label, val_accuracy,
+                      study.user_attrs.get(ATTR_DATA_CHECKSUM, ""),
+                      study.user_attrs.get(ATTR_FINGERPRINT, ""))
+
+
+def _candidate(study: str, run_id: str, model_uri: str, label: str, val_accuracy: float,
+               checksum: str, fingerprint: str) -> Candidate:
+    return Candidate(run_id=run_id, model_uri=model_uri, study=study, trial_number=label,
+                     val_accuracy=val_accuracy, data_checksum=checksum,
+                     space_fingerprint=fingerprint, members=label)
+
+
+def _logged_before(client: MlflowClient, experiment: str, study: str,
+                   label: str) -> Candidate | None:
+    """The finished run of the same ensemble, logged by an earlier promotion, if there is one."""
+    runs = client.search_runs(
+        [experiment], max_results=1, order_by=["attributes.start_time DESC"],
+        filter_string=(f"attributes.status = 'FINISHED' and tags.`{TAG_ROLE}` = '{ROLE}' and "
+                       f"tags.`{TAG_STUDY}` = '{study}' and tags.`{TAG_MEMBERS}` = '{label}'"))
+    if not runs or not runs[0].outputs or not runs[0].outputs.model_outputs:
+        return None
+    run = runs[0]
+    params = run.data.params
+    return _candidate(study, run.info.run_id,
+                      f"models:/{run.outputs.model_outputs[-1].model_id}", label,
+                      float(run.data.metrics["val_accuracy"]), params.get("data_checksum", ""),
+                      params.get("space_fingerprint", ""))
+
+
+def networks_of(members: list[optuna.trial.FrozenTrial]
+                ) -> tuple[list[torch.nn.Module], list[ModelSpec]]:
+    """Each member's trained network, rebuilt from its logged model, and its architecture."""
+    networks, specs = [], []
+    for trial in members:
+        model = DigitModel(trial.user_attrs[ATTR_MODEL_URI])
+        if model.network is None:
+            raise PromotionError(f"trial #{trial.number}'s model carries no architecture to "
+                                 "rebuild its network from; it cannot be a member")
+        networks.append(model.network)
+        specs.append(ModelSpec(**model.pyfunc.metadata.metadata["pipeline_architecture"]))
+    return networks, specs
+
+
+def validation_split(study: optuna.Study, mnist: Mnist) -> Split:
+    """The validation images the study's trials were measured on, from the space it recorded."""
+    space = json.loads(study.user_attrs.get(ATTR_SPACE, "{}"))
+    if "data" not in space:
+        raise PromotionError(f"study {study.study_name!r} records no search space to find its "
+                             "validation images in; search it with this version of pipeline")
+    return split_train_val(mnist, DataSettings(**space["data"])).val
+
+
+def accuracy(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
+             batch: int = 2000) -> float:
+    """The share of ``images`` (uint8, as MNIST stores them) ``net`` reads right."""
+    with torch.no_grad():
+        digits = np.concatenate([
+            net(to_unit_pixels(images[i:i + batch]).unsqueeze(1)).argmax(dim=1).numpy()
+            for i in range(0, len(images), batch)])
+    return float((digits == labels.numpy()).mean())
+
