@@ -5,6 +5,7 @@ from __future__ import annotations
 import faulthandler
 import signal
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -275,6 +276,14 @@ def reconcile(study_name: str | None, storage: str | None) -> None:
     experiment_id = study.user_attrs.get(ATTR_EXPERIMENT)
     tracker = existing_tracker() if experiment_id else None
     result = close_orphans(study, tracker, experiment_id)
+    if result.suspects:  # a stale heartbeat is judged after watching it stand still
+        grace = beat.get("grace") or 0
+        click.echo(f"trial(s) #{', #'.join(map(str, result.suspects))}: no heartbeat for over "
+                   f"{grace} s; watching them {grace} s more before judging (Ctrl-C stops)")
+        time.sleep(grace)
+        again = close_orphans(study, tracker, experiment_id)
+        result.failed_trials += again.failed_trials
+        result.closed_runs += again.closed_runs
     click.echo(result.line() or f"study {study.study_name!r}: nothing left running")
 
 
@@ -361,17 +370,17 @@ def promote(target: str, study_name: str | None, storage: str | None, name: str,
         client = registry_client()
         mnist = load_mnist(data_dir, log=click.echo)
     elif target == "ensemble":
-        from pipeline.ship import DEFAULT_TOP, ensemble_candidate, members_of
+        from pipeline.ship import DEFAULT_TOP, ensemble_candidate, experiment_of, members_of
         from pipeline.study import open_existing_study
         from pipeline.track import Tracker
 
-        members_of(open_existing_study(storage or default_storage(), study_name),
-                   top or DEFAULT_TOP)  # enough trials, before any store is touched
-        tracker = Tracker()
-        client = registry_client(tracker)
+        # Enough trials and an experiment to log in, before any store is touched.
+        study = open_existing_study(storage or default_storage(), study_name)
+        members_of(study, top or DEFAULT_TOP)
+        experiment_of(study)
+        client = registry_client()  # a store that is not there is an error, not a new one
         mnist = load_mnist(data_dir, log=click.echo)
-        candidate = ensemble_candidate(storage or default_storage(), study_name,
-                                       top or DEFAULT_TOP, mnist, tracker=tracker,
+        candidate = ensemble_candidate(study, top or DEFAULT_TOP, mnist, tracker=Tracker(),
                                        echo=click.echo)
     else:
         client = registry_client()

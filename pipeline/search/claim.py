@@ -21,7 +21,7 @@ from pipeline.search.outage import OutageTooLong, Waiter
 from pipeline.search.trial import TrialRunner
 from pipeline.study import heartbeats, optuna_private
 from pipeline.study.locking import StudyLock
-from pipeline.study.trials import count_trials, requeue
+from pipeline.study.trials import count_trials, requeue_once
 
 
 class ClaimKind(Enum):
@@ -78,13 +78,16 @@ def run_claimed(study: optuna.Study, trial: optuna.Trial, runner: TrialRunner,
             result = runner(trial)
         except (KeyboardInterrupt, OutageTooLong):
             with contextlib.suppress(Exception):  # a storage that is down: the next search
-                requeue(study, study.tell(trial, state=TrialState.FAIL, skip_if_finished=True))
+                requeue_once(study, study.tell(trial, state=TrialState.FAIL,
+                                               skip_if_finished=True))
             raise
+    if result.taken_over:  # failed under this worker, and queued again, by another process
+        return _store(waiter, optuna_private.frozen_trial, trial)
     told = _store(waiter, study.tell, trial,
                   result.value if result.outcome is COMPLETE else None,
                   state=TrialState[result.outcome.trial_state], skip_if_finished=True)
-    if result.outcome.requeue and not result.taken_over:  # its judge queued it already
-        _store(waiter, requeue, study, told)
+    if result.outcome.requeue:
+        _store(waiter, requeue_once, study, told)
     return told
 
 

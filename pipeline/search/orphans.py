@@ -12,7 +12,6 @@ Runs at the start of every search (and as `pipeline reconcile`):
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -42,6 +41,8 @@ CLAIM_SECONDS = 120
 class Reconciled:
     failed_trials: list[int] = field(default_factory=list)
     closed_runs: list[str] = field(default_factory=list)
+    # Trials whose heartbeat is stale but not yet watched standing still for a grace period.
+    suspects: list[int] = field(default_factory=list)
 
     def line(self) -> str | None:
         parts = []
@@ -57,16 +58,19 @@ def reconcile(study: optuna.Study, tracker: Tracker | None,
               experiment_id: str | None) -> Reconciled:
     result = Reconciled()
     # Other machines' dead workers, by their stale heartbeats; but not while nobody could beat
-    # (right after a storage outage every heartbeat is old), and only once this process has
-    # watched them stay stale for a grace period (study.heartbeats).
+    # (right after a storage outage every heartbeat is old), and only those whose heartbeat
+    # this process has watched stand still for a grace period (study.heartbeats).
     storage = optuna_private.storage_of(study)
     if optuna_private.heartbeats_enabled(storage):
         grace = optuna_private.grace_period(study)
-        if heartbeats.settled(grace) and heartbeats.watched_long_enough(
-                storage, optuna_private.stale_trial_ids(study), grace):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                optuna.storages.fail_stale_trials(study)
+        if heartbeats.settled(grace):
+            stale = optuna_private.stale_heartbeats(study)
+            dead = heartbeats.dead_after_watching(storage, stale, grace)
+            for trial_id in dead:
+                if optuna_private.fail_stale_trial(study, trial_id):
+                    result.failed_trials.append(storage.get_trial(trial_id).number)
+            result.suspects = sorted(storage.get_trial(trial_id).number
+                                     for trial_id in stale if trial_id not in dead)
     retried = retried_numbers(study.get_trials(deepcopy=False))
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         reason = _why_dead(study, trial)

@@ -78,9 +78,9 @@ class TrialResult:
 
 
 # Why a trial's run ends when its trial was failed under it (see TrialResult.taken_over).
-TAKEN_OVER = ("another worker judged this trial's worker dead (no heartbeat within the grace "
-              "period) and queued it again; this run of it is discarded, its retry runs the "
-              "same parameters")
+TAKEN_OVER = ("failed while it ran by another process that took its worker for dead (no "
+              "heartbeat within the grace period); this run of it is discarded, and its "
+              "parameters run again as far as the study's retries allow")
 
 
 @dataclass(frozen=True)
@@ -148,18 +148,21 @@ class TrialRunner:
         if isinstance(error, OutageTooLong):  # the stores are down: record what can be, go
             _record_without_waiting(attempt, error)
             raise error
-        if isinstance(error, UpdateFinishedTrialError) or self._taken_over(attempt):
-            return self._discard(attempt, run)
-        try:
-            self._record(attempt, run, outcome, error, fitted)
-        except UpdateFinishedTrialError:  # failed under it since the check above
-            return self._discard(attempt, run)
         if outcome is OUT_OF_MEMORY:
             _release_memory()
-        if isinstance(error, KeyboardInterrupt):
+        try:
+            if isinstance(error, UpdateFinishedTrialError) or self._taken_over(attempt):
+                raise UpdateFinishedTrialError
+            self._record(attempt, run, outcome, error, fitted)
+        except UpdateFinishedTrialError:  # failed under it (TrialResult.taken_over)
+            result = self._discard(attempt, run)
+        else:
+            value = (value_of(self.space.metric, fitted.result.final) if outcome is COMPLETE
+                     else None)
+            result = TrialResult(outcome, value)
+        if isinstance(error, KeyboardInterrupt):  # Ctrl-C stops the search all the same
             raise error
-        value = value_of(self.space.metric, fitted.result.final) if outcome is COMPLETE else None
-        return TrialResult(outcome, value)
+        return result
 
     def _taken_over(self, attempt: _Attempt) -> bool:
         """Whether another process has failed this trial while it ran (TrialResult)."""
@@ -266,16 +269,18 @@ class TrialRunner:
         attrs = _outcome_attributes(outcome, error, fitted)
         attrs[ATTR_EPOCHS] = attempt.epochs_done
         pruned_epoch = attrs.get(ATTR_PRUNED_EPOCH, trial.user_attrs.get(ATTR_PRUNED_EPOCH))
+        # The trial first: should another process have failed it meanwhile, this raises before
+        # the run is closed as something the trial is not.
+        with watch("optuna"):
+            self.runs.store(_send_reports, attempt)
+            for key, attr in attrs.items():
+                self.runs.store(trial.set_user_attr, key, attr)
         watch.merge(run.watch.seconds)  # no close yet
         so_far = watch.breakdown(time.perf_counter() - attempt.start)
         run.log_metrics({f"seconds_{phase}": s for phase, s in so_far.items()}
                         | {"overhead_seconds": overhead(so_far)})
         run.close(outcome, attrs.get(ATTR_REASON, ""), pruned_epoch=pruned_epoch)
         watch.add("mlflow_close", run.watch.seconds["mlflow_close"])
-        with watch("optuna"):
-            self.runs.store(_send_reports, attempt)
-            for key, attr in attrs.items():
-                self.runs.store(trial.set_user_attr, key, attr)
         breakdown = watch.breakdown(time.perf_counter() - attempt.start)
         self.runs.store(trial.set_user_attr, ATTR_SECONDS, breakdown)
         self.runs.store(trial.set_user_attr, ATTR_OVERHEAD_SECONDS,

@@ -10,8 +10,9 @@ last failed it: long enough for every live worker to have beaten again.
 That alone is a race on a busy machine: a process that saw the storage fail only briefly (or not
 at all) judges a live worker whose heartbeat thread, starved of CPU and reconnecting, has not
 beaten yet since the storage came back. So a heartbeat older than the grace period only makes a
-trial a suspect; it is judged dead when this process has watched it stay stale for a further
-grace period, a whole one in which the storage answered.
+trial a suspect; it is judged dead when this process has watched that heartbeat stand still for
+a further grace period, one in which the storage answered. A worker that beats even once in
+between is alive, however late.
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ from pipeline.core.faults import STORAGE, fault_of
 from pipeline.study import optuna_private
 
 _last_failure = 0.0  # time.monotonic() of the last storage call this process saw fail
-# For each storage this process opened: trial id -> when this process first saw it stale.
-_suspects: weakref.WeakKeyDictionary[object, dict[int, float]] = weakref.WeakKeyDictionary()
+# For each storage this process opened: trial id -> (since when this process has watched its
+# heartbeat stand still, that heartbeat).
+_suspects: weakref.WeakKeyDictionary[object, dict[int, tuple[float, object]]] = \
+    weakref.WeakKeyDictionary()
 
 
 def storage_failed() -> None:
@@ -45,18 +48,26 @@ def settled(grace: float) -> bool:
     return time.monotonic() - _last_failure > grace
 
 
-def watched_long_enough(storage: object, stale: list[int], grace: float) -> bool:
-    """Whether every trial of ``storage`` in ``stale`` (old heartbeats, now) has been seen stale
-    by this process for at least ``grace`` seconds; trials no longer stale stop being suspects.
-    Call it only once settled: seeing a trial stale while the storage is away proves nothing."""
+def dead_after_watching(storage: object, stale: dict[int, object], grace: float) -> list[int]:
+    """Which of the trials in ``stale`` (storage id -> last heartbeat, all older than the grace
+    period now) this process has watched for ``grace`` seconds without their heartbeat moving:
+    those workers are dead. A heartbeat that moved since it was last seen starts the watch
+    again; a trial no longer stale is no longer a suspect. Call it only once settled: seeing a
+    heartbeat stand still while the storage is away proves nothing."""
     now = time.monotonic()
-    seen = _suspects.setdefault(storage, {})
-    for trial_id in list(seen):
+    watched = _suspects.setdefault(storage, {})
+    for trial_id in list(watched):
         if trial_id not in stale:
-            del seen[trial_id]
-    for trial_id in stale:
-        seen.setdefault(trial_id, now)
-    return bool(stale) and all(now - seen[t] >= grace for t in stale)
+            del watched[trial_id]
+    dead = []
+    for trial_id, beat in stale.items():
+        since, seen = watched.get(trial_id, (now, beat))
+        if seen != beat:  # it beat since: alive, only late
+            since = now
+        watched[trial_id] = (since, beat)
+        if now - since >= grace:
+            dead.append(trial_id)
+    return dead
 
 
 @contextmanager

@@ -7,6 +7,8 @@ one (heartbeats, retries, reconcile).
 
 from __future__ import annotations
 
+import copy
+
 import optuna
 from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
@@ -52,11 +54,39 @@ def grace_period(study: optuna.Study) -> float:
     return getattr(rdb, "grace_period", None) or 2 * (heartbeat_interval(study) or 0)
 
 
-def stale_trial_ids(study: optuna.Study) -> list[int]:
-    # The storage ids of the study's running trials whose heartbeat is older than the grace
-    # period: what optuna.storages.fail_stale_trials fails, asked first so that reconcile can
-    # watch a suspect before judging it (study.heartbeats). Only the private method says.
-    return study._storage._get_stale_trial_ids(study._study_id)
+def stale_heartbeats(study: optuna.Study) -> dict[int, object]:
+    # The study's running trials whose heartbeat is older than the grace period, by storage id,
+    # each with its last heartbeat's time: what optuna.storages.fail_stale_trials would fail,
+    # asked first so that reconcile can watch a suspect's heartbeat before judging it
+    # (study.heartbeats). Only the RDB storage's private method and its heartbeat table say.
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    ids = study._storage._get_stale_trial_ids(study._study_id)
+    if not ids:
+        return {}
+    rdb = getattr(study._storage, "_backend", study._storage)
+    with _create_scoped_session(rdb.scoped_session) as session:
+        beats = {trial_id: models.TrialHeartbeatModel.where_trial_id(trial_id, session)
+                 for trial_id in ids}
+        return {trial_id: beat.heartbeat for trial_id, beat in beats.items() if beat is not None}
+
+
+def fail_stale_trial(study: optuna.Study, trial_id: int) -> bool:
+    # Fail one trial whose worker stopped beating and run the storage's stale-trial callback
+    # (the retry), as optuna.storages.fail_stale_trials does for every stale trial at once:
+    # reconcile fails only those it has watched (study.heartbeats). False: another process
+    # failed it first.
+    storage = study._storage
+    try:
+        if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+            return False
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
+    callback = storage.get_heartbeat_stale_trial_callback()
+    if callback is not None:
+        callback(study, copy.deepcopy(storage.get_trial(trial_id)))
+    return True
 
 
 def frozen_trial(trial: optuna.Trial) -> optuna.trial.FrozenTrial:

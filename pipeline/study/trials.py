@@ -77,6 +77,13 @@ def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     ))
 
 
+def requeue_once(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """``requeue``, unless a trial already runs it again: a trial failed under its live worker
+    by another process (its heartbeat looked stale) was queued by that process."""
+    if trial.number not in retried_numbers(study.get_trials(deepcopy=False)):
+        requeue(study, trial)
+
+
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     try:
         return study.best_trial

@@ -154,7 +154,7 @@ def test_right_after_a_storage_outage_old_heartbeats_do_not_make_a_live_trial_de
     assert orphans.reconcile(study, None, None).failed_trials == []
     assert study.trials[live.number].state == TrialState.RUNNING
     time.sleep(1.2)  # a grace period after the outage, and still no beat: a suspect
-    assert orphans.reconcile(study, None, None).failed_trials == []
+    assert orphans.reconcile(study, None, None).suspects == [live.number]
     time.sleep(1.2)  # watched stale for a whole grace period while the storage answered: dead
     orphans.reconcile(study, None, None)
     assert study.trials[live.number].state == TrialState.FAIL
@@ -171,12 +171,14 @@ def test_a_suspect_that_beats_again_is_not_judged_dead(tmp_path):
     storage = open_storage(f"sqlite:///{tmp_path}/slow.db", heartbeat_interval=1,
                            grace_period=1)
     study = optuna.create_study(storage=storage, direction="maximize")
+    # (SQLite keeps the heartbeats' times to the second: stale here means 2 s without one.)
     slow = claim_next_trial(study, 5, StudyLock(), "another-machine:1:2").trial
-    time.sleep(1.2)
-    assert orphans.reconcile(study, None, None).failed_trials == []  # a suspect now
+    time.sleep(2.1)
+    assert orphans.reconcile(study, None, None).suspects == [slow.number]
     optuna_private.record_heartbeat(study, slow)  # late, but alive
-    time.sleep(0.5)
-    orphans.reconcile(study, None, None)
-    time.sleep(0.7)  # stale again, and a grace period since it first was: but it beat between
-    orphans.reconcile(study, None, None)
+    time.sleep(2.1)  # stale again, and a grace period since it was first seen: but it beat
+    assert orphans.reconcile(study, None, None).failed_trials == []
     assert study.trials[slow.number].state == TrialState.RUNNING
+    time.sleep(1.1)  # this time its heartbeat stood still while watched: dead
+    assert orphans.reconcile(study, None, None).failed_trials == [slow.number]
+    assert study.trials[slow.number].state == TrialState.FAIL

@@ -172,3 +172,22 @@ def test_a_trial_failed_under_its_worker_is_discarded_not_recorded_twice(
     assert run.data.tags["pipeline.state"] == "dead-worker"
     assert run.data.tags["pipeline.reason"] == TAKEN_OVER
     assert lines == [f"trial 0: {TAKEN_OVER}"]
+
+
+def test_ctrl_c_in_a_trial_failed_under_its_worker_still_stops_the_search(tmp_path, runs):
+    (tmp_path / "space.yaml").write_text(SPACE)
+    space = load_space(tmp_path / "space.yaml")
+    req = SearchRequest(space=space, trials=1, study_name="runner", storage_url="memory",
+                        tracking_uri=runs.tracker.uri, seed=0, device="cpu")
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+
+    def judged_dead_then_stopped() -> bool:
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        return True  # Ctrl-C, as a stop request
+
+    progress = SearchProgress(1, 0, space.metric, enabled=False, echo=lambda line: None)
+    with pytest.raises(KeyboardInterrupt):
+        TrialRunner(req, DATA, runs, progress, judged_dead_then_stopped)(trial)
+    run = runs.tracker.client.get_run(study.trials[0].user_attrs["mlflow_run_id"])
+    assert run.data.tags["pipeline.reason"] == TAKEN_OVER
