@@ -9,7 +9,7 @@ from pipeline.core.exports import exports
 __getattr__, __dir__, __all__ = exports(__name__, {
     "registry": ["CostLimits", "candidate_from_run", "candidate_from_study", "held_out_images",
                  "list_versions", "promote", "registry_client", "versions_table"],
-    "ensemble": ["DEFAULT_TOP", "ensemble_candidate", "members_of"],
+    "ensemble": ["DEFAULT_TOP", "ensemble_candidate", "experiment_of", "members_of"],
     "models": ["DigitModel", "load_pyfunc"],
     "predict": ["predict_files", "serving_request"],
     "export": ["export_onnx"],

@@ -18,6 +18,7 @@ import optuna
 import torch
 from mlflow import MlflowClient
 
+from pipeline.core.errors import first_line
 from pipeline.core.keys import (
     ATTR_DATA_CHECKSUM,
     ATTR_EXPERIMENT,
@@ -30,12 +31,11 @@ from pipeline.core.keys import (
     TAG_ROLE,
     TAG_STUDY,
 )
-from pipeline.core.outcomes import COMPLETE
+from pipeline.core.outcomes import COMPLETE, FAILED
 from pipeline.core.settings import DataSettings, ModelSpec
 from pipeline.data.splits import Mnist, Split, split_train_val, to_unit_pixels
 from pipeline.ship.models import DigitModel
 from pipeline.ship.registry import Candidate, PromotionError
-from pipeline.study.studies import open_existing_study
 from pipeline.study.trials import ranked_trials
 from pipeline.track.artifacts import log_model
 from pipeline.track.runs import Tracker
@@ -62,21 +62,29 @@ def member_label(members: list[optuna.trial.FrozenTrial]) -> str:
     return "+".join(str(t.number) for t in members)
 
 
-def ensemble_candidate(storage_url: str, study_name: str | None, top: int, mnist: Mnist, *,
-                       tracker: Tracker, echo=print) -> Candidate:
-    """The ensemble of the study's ``top`` best trials as a promotion candidate: made, measured
-    on validation and logged once; asking again for the same members finds that run."""
-    study = open_existing_study(storage_url, study_name)
-    members = members_of(study, top)
-    label = member_label(members)
+def experiment_of(study: optuna.Study) -> str:
+    """The MLflow experiment the study's trials are in, where its ensembles go too."""
     experiment = study.user_attrs.get(ATTR_EXPERIMENT)
     if experiment is None:
         raise PromotionError(f"study {study.study_name!r} records no MLflow experiment; "
                              "search it with this version of pipeline first")
-    found = _logged_before(tracker.client, experiment, study.study_name, label)
+    return experiment
+
+
+def ensemble_candidate(study: optuna.Study, top: int, mnist: Mnist, *, tracker: Tracker,
+                       echo=print) -> Candidate:
+    """The ensemble of the study's ``top`` best trials as a promotion candidate: made, measured
+    on validation and logged once; asking again for the same members finds that run."""
+    members = members_of(study, top)
+    label = member_label(members)
+    experiment = experiment_of(study)
+    member_runs = ",".join(t.user_attrs[ATTR_RUN_ID] for t in members)
+    checksum = study.user_attrs.get(ATTR_DATA_CHECKSUM, "")
+    fingerprint = study.user_attrs.get(ATTR_FINGERPRINT, "")
+    found = _logged_before(tracker.client, experiment, study.study_name, member_runs)
     if found is not None:
-        echo(f"ensemble of trials {label} logged before: run {found.run_id}")
-        return found
+        echo(f"ensemble of trials {label} logged before: run {found.info.run_id}")
+        return _candidate(study.study_name, found, label, checksum, fingerprint)
     echo(f"ensemble of the {top} best trials of study {study.study_name!r}: {label}")
     networks, specs = networks_of(members)
     ensemble = Ensemble(networks).eval()
@@ -87,40 +95,38 @@ def ensemble_candidate(storage_url: str, study_name: str | None, top: int, mnist
     run = tracker.start_run(experiment, f"ensemble-{label}",
                             tags={TAG_ROLE: ROLE, TAG_STUDY: study.study_name,
                                   TAG_MEMBERS: label})
-    run.log_params({"members": label, "top": top,
-                    "member_run_ids": ",".join(t.user_attrs[ATTR_RUN_ID] for t in members),
-                    "data_checksum": study.user_attrs.get(ATTR_DATA_CHECKSUM, ""),
-                    "space_fingerprint": study.user_attrs.get(ATTR_FINGERPRINT, "")})
-    run.log_metrics({"val_accuracy": val_accuracy, **measure_cost(ensemble).metrics()})
-    model_uri = log_model(run, ensemble, specs, val.images)
+    try:
+        run.log_params({"members": label, "top": top, "member_run_ids": member_runs,
+                        "data_checksum": checksum, "space_fingerprint": fingerprint})
+        run.log_metrics({"val_accuracy": val_accuracy, **measure_cost(ensemble).metrics()})
+        log_model(run, ensemble, specs, val.images)
+    except BaseException as e:  # a run left RUNNING would look like one still being made
+        run.close(FAILED, first_line(e))
+        raise
     run.close(COMPLETE)
-    return _candidate(study.study_name, run.run_id, model_uri, label, val_accuracy,
-                      study.user_attrs.get(ATTR_DATA_CHECKSUM, ""),
-                      study.user_attrs.get(ATTR_FINGERPRINT, ""))
+    return _candidate(study.study_name, tracker.client.get_run(run.run_id), label, checksum,
+                      fingerprint)
 
 
-def _candidate(study: str, run_id: str, model_uri: str, label: str, val_accuracy: float,
-               checksum: str, fingerprint: str) -> Candidate:
-    return Candidate(run_id=run_id, model_uri=model_uri, study=study, trial_number=label,
-                     val_accuracy=val_accuracy, data_checksum=checksum,
-                     space_fingerprint=fingerprint, members=label)
+def _candidate(study: str, run, label: str, checksum: str, fingerprint: str) -> Candidate:
+    return Candidate(run_id=run.info.run_id,
+                     model_uri=f"models:/{run.outputs.model_outputs[-1].model_id}",
+                     study=study, trial_number=label,
+                     val_accuracy=float(run.data.metrics["val_accuracy"]),
+                     data_checksum=checksum, space_fingerprint=fingerprint, members=label)
 
 
-def _logged_before(client: MlflowClient, experiment: str, study: str,
-                   label: str) -> Candidate | None:
-    """The finished run of the same ensemble, logged by an earlier promotion, if there is one."""
+def _logged_before(client: MlflowClient, experiment: str, study: str, member_runs: str):
+    """The finished run of the same ensemble (the same members' runs), logged by an earlier
+    promotion, if there is one."""
     runs = client.search_runs(
         [experiment], max_results=1, order_by=["attributes.start_time DESC"],
         filter_string=(f"attributes.status = 'FINISHED' and tags.`{TAG_ROLE}` = '{ROLE}' and "
-                       f"tags.`{TAG_STUDY}` = '{study}' and tags.`{TAG_MEMBERS}` = '{label}'"))
+                       f"tags.`{TAG_STUDY}` = '{study}' and "
+                       f"params.member_run_ids = '{member_runs}'"))
     if not runs or not runs[0].outputs or not runs[0].outputs.model_outputs:
         return None
-    run = runs[0]
-    params = run.data.params
-    return _candidate(study, run.info.run_id,
-                      f"models:/{run.outputs.model_outputs[-1].model_id}", label,
-                      float(run.data.metrics["val_accuracy"]), params.get("data_checksum", ""),
-                      params.get("space_fingerprint", ""))
+    return runs[0]
 
 
 def networks_of(members: list[optuna.trial.FrozenTrial]

@@ -14,6 +14,8 @@ One spec, one builder. The seed reports' models are points of this space, for ex
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -163,16 +165,17 @@ class DigitReader(nn.Module):
 
 class Ensemble(nn.Module):
     """Several trained networks read as one: (N, 1, 28, 28) -> (N, 10) scores whose softmax is
-    the average of the members' probabilities (the log of that average). Shipped like a single
-    network: the digit is its argmax, its probabilities its softmax."""
+    the average of the members' probabilities (the log of that average, taken in log space so
+    that a class every member all but rules out stays finite). Shipped like a single network:
+    the digit is its argmax, its probabilities its softmax."""
 
     def __init__(self, members: list[nn.Module]) -> None:
         super().__init__()
         self.members = nn.ModuleList(members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        probabilities = torch.stack([torch.softmax(m(x), dim=1) for m in self.members])
-        return torch.log(probabilities.mean(dim=0))
+        log_probabilities = torch.stack([F.log_softmax(m(x), dim=1) for m in self.members])
+        return torch.logsumexp(log_probabilities, dim=0) - math.log(len(self.members))
 
 
 # A shipped model's architecture, in its metadata: a ModelSpec's fields, or for an ensemble

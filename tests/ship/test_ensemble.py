@@ -176,3 +176,20 @@ def test_promote_ensemble_refuses_clearly_and_registers_nothing(ensemble, args, 
     before = len(client.search_model_versions("name = 'mnist-cnn'"))
     assert_one_line_error(invoke("promote", *args, cwd=folder), fragment, code=code)
     assert len(client.search_model_versions("name = 'mnist-cnn'")) == before
+
+
+def test_an_ensemble_that_fails_to_log_leaves_its_run_failed_not_running(ensemble, monkeypatch):
+    from pipeline.ship import ensemble as module
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(module, "log_model", full_disk)
+    folder, _ = ensemble
+    with pytest.raises(OSError):
+        invoke("promote", "ensemble", "--top", "2", "--name", "broken", cwd=folder)
+    client = _client(folder)
+    experiment = client.get_experiment_by_name(STUDY).experiment_id
+    (run,) = client.search_runs([experiment], "params.top = '2'")
+    assert run.info.status == "FAILED"
+    assert run.data.tags["pipeline.reason"].endswith("No space left on device")

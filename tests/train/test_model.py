@@ -114,3 +114,39 @@ def test_seeded_builds_are_identical_and_leave_global_state_alone():
     assert torch.equal(torch.random.get_rng_state(), before)
     for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         assert torch.equal(pa, pb)
+
+
+class _Fixed(torch.nn.Module):
+    """A stand-in member that answers the same logits for every image."""
+
+    def __init__(self, logits: list[float]) -> None:
+        super().__init__()
+        self.logits = torch.tensor([logits])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits.expand(len(x), -1)
+
+
+def test_an_ensembles_softmax_is_the_mean_of_its_members_probabilities_and_stays_finite():
+    from pipeline.train.model import Ensemble
+
+    sure_of_0 = [200.0] + [-200.0] * 9  # every other class underflows to probability 0
+    sure_of_1 = [-200.0, 200.0] + [-200.0] * 8
+    x = torch.zeros(3, 1, 28, 28)
+    scores = Ensemble([_Fixed(sure_of_0), _Fixed(sure_of_1)])(x)
+    assert torch.isfinite(scores).all()
+    expected = (torch.softmax(torch.tensor(sure_of_0), 0)
+                + torch.softmax(torch.tensor(sure_of_1), 0)) / 2
+    assert torch.allclose(torch.softmax(scores, dim=1), expected.expand(3, -1))
+
+
+def test_an_architecture_names_one_network_or_every_member_and_builds_it_again():
+    from pipeline.train.model import Ensemble, architecture_of, build_from_architecture
+
+    one, two = ModelSpec(depth=1, width=4), ModelSpec(depth=2, width=8)
+    assert build_from_architecture(architecture_of([one])).state_dict().keys() == \
+        build_model(one).state_dict().keys()
+    ensemble = build_from_architecture(architecture_of([one, two]))
+    assert isinstance(ensemble, Ensemble) and len(ensemble.members) == 2
+    assert parameter_count(ensemble) == parameter_count(build_model(one)) + parameter_count(
+        build_model(two))
