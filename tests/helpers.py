@@ -9,6 +9,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -208,6 +210,23 @@ def wait_for_http(url: str, *, server: Background | None = None, timeout: float 
             return False
 
     wait_for(up, timeout=timeout, what=what or url)
+
+
+@contextmanager
+def mlflow_model_server(folder: Path, model_uri: str, *, name: str) -> Iterator[str]:
+    """`mlflow models serve` on ``model_uri`` of the store in ``folder``, on loopback, as a user
+    would start it; yields its URL and stops it after."""
+    port = free_port()
+    server = start_server(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri,
+         "--host", "127.0.0.1", "--port", str(port), "--env-manager", "local"],
+        cwd=folder, env={"MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db"}, name=name)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/ping", server=server, what="mlflow models serve")
+        yield url
+    finally:
+        server.stop()
 
 
 def port_is_closed(port: int) -> bool:

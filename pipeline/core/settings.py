@@ -227,6 +227,9 @@ class TrainSettings:
                              bounds=Bounds(0, 180, unit=" degrees"))
     translate: float = _field(0.0, "random shift, ± fraction of the side (0 = off)",
                               bounds=Bounds(0, 0.5, high_open=True))
+    ema_decay: float = _field(0.0, "exponential moving average of the weights, this decay "
+                              "per step, evaluated and shipped instead of the last weights "
+                              "(0 = off)", bounds=Bounds(0, 1, high_open=True))
     eval_batch_size: int = _field(2048, "images per evaluation batch", bounds=_AT_LEAST_ONE)
     seed: int = _field(0, "seeds weights, shuffling and augmentation")
     device: str = _field("auto", "auto (cuda, mps, cpu), or a torch device")

@@ -8,6 +8,8 @@ waits on the device between steps.
 
 from __future__ import annotations
 
+import copy
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from pipeline.core.errors import NonFiniteLossError
 from pipeline.core.settings import TrainSettings
@@ -111,6 +114,41 @@ def make_schedule(optimizer: torch.optim.Optimizer, s: TrainSettings, total_step
     if s.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+
+class WeightAverage:
+    """An exponential moving average of a network's weights and batch-norm statistics, updated
+    after every step by torch.optim.swa_utils' EMA function. The decay warms up, min(decay,
+    (1 + n) / (10 + n)) at the n-th update after the first (which copies): with a fixed 0.999 a
+    short run's average would still hold much of its first, untrained steps.
+
+    The copy is kept here rather than in swa_utils' AveragedModel: its update reads its counter
+    on the host every step, a device sync per step on a GPU, which this trainer (and its CUDA
+    graph) otherwise never makes."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay, self.updates = decay, 0
+        self.module = copy.deepcopy(model).requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        rate = min(self.decay, (1 + self.updates) / (10 + self.updates)) if self.updates else 0.0
+        pairs = list(zip(_state(self.module), _state(model), strict=True))
+        floats = [(ours, theirs) for ours, theirs in pairs if ours.is_floating_point()]
+        get_ema_multi_avg_fn(rate)([o for o, _ in floats], [t for _, t in floats], None)
+        for ours, theirs in pairs:  # batch norm's count of batches: the latest
+            if not ours.is_floating_point():
+                ours.copy_(theirs)
+        self.updates += 1
+
+
+def _state(model: nn.Module) -> list[torch.Tensor]:
+    return [t.detach() for t in itertools.chain(model.parameters(), model.buffers())]
+
+
+def weight_average(model: nn.Module, decay: float) -> WeightAverage | None:
+    """The average ``ema_decay`` asks for, or None when it is 0."""
+    return WeightAverage(model, decay) if decay else None
 
 
 def _autocast(device: torch.device, precision: str, *, cache: bool = True):
@@ -228,6 +266,8 @@ class _Training:
         # then has the same shapes, which a CUDA graph needs.
         self.batch = min(settings.batch_size, len(self.train_y))
         self.steps = len(self.train_y) // self.batch
+        # With ema_decay, what is evaluated (and kept at the end) is an average of the weights.
+        self.averaged = weight_average(model, settings.ema_decay)
         self.optimizer = make_optimizer(model, settings, capturable=self.plan.cuda_graph)
         self.schedule = make_schedule(self.optimizer, settings, self.steps * settings.epochs)
         self.loss_sum = torch.zeros((), device=device)
@@ -250,6 +290,8 @@ class _Training:
                 history.append(self.epoch(epoch))
         finally:
             self.run_step.close()
+        if self.averaged is not None:  # the averaged weights are the trained network
+            self.model.load_state_dict(self.averaged.module.state_dict())
         self.model.eval()
         return FitResult(history, self.predictions, self.plan,
                          train_seconds=self.watch.seconds["train"] - self.train_before,
@@ -284,6 +326,8 @@ class _Training:
         for i in range(self.steps):
             self.run_step(order[i * self.batch:(i + 1) * self.batch])
             self.schedule.step()
+            if self.averaged is not None:
+                self.averaged.update(self.model)
             if self.hooks.on_step is not None and (i + 1) % self.hooks.step_every == 0:
                 self.hooks.on_step(i + 1, self.steps)
             if i + 1 in self.inside:
@@ -322,8 +366,9 @@ class _Training:
         self.watch.add("train", seconds)
 
     def validate(self, split: Split) -> tuple[float, float, torch.Tensor]:
+        net = self.model if self.averaged is None else self.averaged.module
         with self.watch("evaluate"):
-            measured = evaluate(self.model, split, batch_size=self.settings.eval_batch_size,
+            measured = evaluate(net, split, batch_size=self.settings.eval_batch_size,
                                 device=self.plan.device, precision=self.plan.precision,
                                 channels_last=self.plan.channels_last)
             self.model.train()

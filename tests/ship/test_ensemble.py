@@ -9,7 +9,6 @@ commands run in this process, MLflow's model server as a real process.
 from __future__ import annotations
 
 import json
-import sys
 import textwrap
 from pathlib import Path
 
@@ -18,11 +17,9 @@ import pytest
 import requests
 from helpers import (
     assert_one_line_error,
-    free_port,
     invoke,
+    mlflow_model_server,
     optuna_study,
-    start_server,
-    wait_for_http,
 )
 
 SPACE = textwrap.dedent("""\
@@ -128,22 +125,12 @@ def test_mlflow_serves_the_ensemble_as_pipeline_predict_reads_it(ensemble, mnist
     for i in range(20):
         paths.append(tmp_path / f"digit{i}.png")
         Image.fromarray(mnist.test.images[i].numpy()).save(paths[-1])
-    port = free_port()
-    server = start_server(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/mnist-cnn@champion",
-         "--host", "127.0.0.1", "--port", str(port), "--env-manager", "local"],
-        cwd=folder, env={"MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db"},
-        name="ensemble-server")
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/ping", server=server,
-                      what="mlflow models serve")
+    with mlflow_model_server(folder, "models:/mnist-cnn@champion", name="ensemble") as url:
         body = invoke("predict", "--request", *map(str, paths), cwd=folder)
         assert body.returncode == 0, body.stderr
-        response = requests.post(f"http://127.0.0.1:{port}/invocations", data=body.stdout,
+        response = requests.post(f"{url}/invocations", data=body.stdout,
                                  headers={"Content-Type": "application/json"}, timeout=60)
         assert response.status_code == 200, response.text
-    finally:
-        server.stop()
     served = response.json()["predictions"]
     local = invoke("predict", "--json", *map(str, paths), cwd=folder)
     assert local.returncode == 0, local.stderr

@@ -26,10 +26,10 @@ from helpers import (
     free_port,
     invoke,
     keep_screenshot,
+    mlflow_model_server,
     optuna_dashboard_study,
     port_is_closed,
     start_cli,
-    start_server,
     wait_for,
     wait_for_http,
 )
@@ -50,10 +50,6 @@ SPACE = textwrap.dedent("""\
     params:
       setup: {type: categorical, choices: [good, weak]}
 """)
-
-
-def _store_env(folder: Path) -> dict:
-    return {"MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db"}
 
 
 @pytest.fixture(scope="module")
@@ -229,16 +225,8 @@ def test_promoting_from_a_loss_study_records_the_real_validation_accuracy(tmp_pa
 @pytest.fixture
 def model_server(shop):
     """`mlflow models serve` on the champion, on loopback; stopped after the test."""
-    folder, _ = shop
-    port = free_port()
-    server = start_server(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/mnist-cnn@champion",
-         "--host", "127.0.0.1", "--port", str(port), "--env-manager", "local"],
-        cwd=folder, env=_store_env(folder), name="model-server")
-    url = f"http://127.0.0.1:{port}"
-    wait_for_http(f"{url}/ping", server=server, what="mlflow models serve")
-    yield url
-    server.stop()
+    with mlflow_model_server(shop[0], "models:/mnist-cnn@champion", name="model-server") as url:
+        yield url
 
 
 def test_mlflow_serves_the_champion_and_agrees_with_pipeline_predict(shop, digit_files,

@@ -200,3 +200,41 @@ def test_a_captured_step_trains_like_the_eager_one(small_data, optimizer):
     assert abs(results["on"].final.val_accuracy - results["off"].final.val_accuracy) < 0.03
     # The schedule reached the graph: the learning rate at the end is the one-cycle's last.
     assert results["on"].final.lr == pytest.approx(results["off"].final.lr, rel=1e-4)
+
+
+def test_with_a_weight_average_the_network_kept_is_the_average_that_was_measured(small_data):
+    """ema_decay: validation measures the average of the weights, and the network left after
+    training is that average, not the last step's weights."""
+    last = build_model(SMALL, seed=0)
+    fit(last, small_data, _settings())
+    averaged = build_model(SMALL, seed=0)
+    result = fit(averaged, small_data, _settings(ema_decay=0.99))
+    assert result.final.val_accuracy > 0.85
+    _, accuracy, predictions = evaluate(averaged, small_data.val, device=result.device,
+                                        precision=result.precision,
+                                        channels_last=result.channels_last)
+    assert accuracy == result.final.val_accuracy
+    assert torch.equal(predictions, result.val_predictions)
+    # The same steps ran (same seed): only what is kept differs.
+    differences = [(a - b).abs().max().item() for a, b in
+                   zip(averaged.state_dict().values(), last.state_dict().values(), strict=True)
+                   if a.is_floating_point()]
+    assert max(differences) > 1e-3
+
+
+def test_the_weight_average_warms_up_its_decay():
+    """The first update copies the weights; the n-th moves the average by 1 - min(decay,
+    (1 + n) / (10 + n)), so early, untrained weights fade quickly."""
+    from pipeline.train.trainer import WeightAverage
+
+    net = torch.nn.Linear(1, 1, bias=False)
+    average = WeightAverage(net, decay=0.999)
+    for value, expected in [(1.0, 1.0), (2.0, 1.0 + (2.0 - 1.0) * (1 - 2 / 11)),
+                            (0.0, None)]:
+        with torch.no_grad():
+            net.weight.fill_(value)
+        before = average.module.weight.item()
+        average.update(net)
+        if expected is None:  # the third update: rate 3 / 12
+            expected = before + (0.0 - before) * (1 - 3 / 12)
+        assert average.module.weight.item() == pytest.approx(expected)
