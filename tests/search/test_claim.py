@@ -182,3 +182,29 @@ def test_a_suspect_that_beats_again_is_not_judged_dead(tmp_path):
     time.sleep(1.1)  # this time its heartbeat stood still while watched: dead
     assert orphans.reconcile(study, None, None).failed_trials == [slow.number]
     assert study.trials[slow.number].state == TrialState.FAIL
+
+
+def test_pipeline_reconcile_watches_a_suspect_for_a_grace_period_before_failing_it(tmp_path):
+    """`pipeline reconcile` looks once: a trial whose heartbeat is stale is named, watched a
+    grace period, and failed (and queued again) only if it did not beat meanwhile."""
+    from helpers import invoke
+
+    from pipeline.study.storage import open_storage
+
+    url = f"sqlite:///{tmp_path}/watch.db"
+    study = optuna.create_study(storage=open_storage(url, heartbeat_interval=1, grace_period=1),
+                                direction="maximize", study_name="watched")
+    study.set_user_attr("heartbeat", {"interval": 1, "grace": 1})
+    dead = claim_next_trial(study, 5, StudyLock(), "another-machine:1:2").trial
+    dead.suggest_float("x", 0.0, 1.0)
+    time.sleep(2.1)  # (SQLite keeps heartbeat times to the second)
+    result = invoke("reconcile", "--storage", url, "--study", "watched", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"trial(s) #{dead.number}: no heartbeat for over 1 s; watching them 1 s more" in \
+        result.stdout
+    assert f"failed 1 trial(s) left running by a dead worker (#{dead.number}), queued again" in \
+        result.stdout
+    trials = optuna.load_study(study_name="watched", storage=url).trials
+    assert trials[dead.number].state == TrialState.FAIL
+    assert [t.params for t in trials if t.state == TrialState.WAITING] == [
+        trials[dead.number].params]
