@@ -35,12 +35,13 @@ def main() -> None:
     import torch
 
     from pipeline.data import load_mnist
-    from pipeline.ship.ensemble import accuracy, networks_of, validation_split
+    from pipeline.ship.ensemble import networks_of, validation_split
     from pipeline.ship.registry import PromotionError
     from pipeline.study import default_storage, open_existing_study
     from pipeline.study.trials import ranked_trials
     from pipeline.train.cost import measure_cost
     from pipeline.train.model import Ensemble
+    from pipeline.train.trainer import evaluate
 
     study = open_existing_study(args.storage or default_storage(), args.study)
     ranked = [t for t in ranked_trials(study) if "model_uri" in t.user_attrs]
@@ -64,8 +65,8 @@ def main() -> None:
         net = networks[0].eval() if k == 1 else Ensemble(networks).eval()
         cost = measure_cost(net)
         label = "+".join(str(t.number) for t in members)
-        print(f"{k:>3}  {label:<16} {accuracy(net, val.images, val.labels):>10.2%} "
-              f"{accuracy(net, mnist.test.images, mnist.test.labels):>8.2%} "
+        print(f"{k:>3}  {label:<16} {evaluate(net, val)[1]:>10.2%} "
+              f"{evaluate(net, mnist.test)[1]:>8.2%} "
               f"{cost.params:>10,} {cost.latency_ms:>7.2f}")
 
 

@@ -30,7 +30,7 @@ from pipeline.core.keys import (
 from pipeline.core.outcomes import DEAD_WORKER, dead_worker_reason, for_finished_trial
 from pipeline.study import heartbeats, optuna_private
 from pipeline.study.liveness import is_dead_local_worker
-from pipeline.study.trials import requeue, retried_numbers
+from pipeline.study.trials import requeue_once
 from pipeline.track.runs import RunLog, Tracker
 
 # Far beyond the milliseconds between creating a trial and recording its worker.
@@ -71,7 +71,6 @@ def reconcile(study: optuna.Study, tracker: Tracker | None,
                     result.failed_trials.append(storage.get_trial(trial_id).number)
             result.suspects = sorted(storage.get_trial(trial_id).number
                                      for trial_id in stale if trial_id not in dead)
-    retried = retried_numbers(study.get_trials(deepcopy=False))
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         reason = _why_dead(study, trial)
         if reason is None:
@@ -80,8 +79,7 @@ def reconcile(study: optuna.Study, tracker: Tracker | None,
         if not optuna_private.fail_dead_trial(study, trial, why):
             continue  # another worker reconciled it first
         result.failed_trials.append(trial.number)
-        if trial.number not in retried:
-            requeue(study, trial)
+        requeue_once(study, trial)
     if tracker is not None and experiment_id is not None:
         result.closed_runs = _close_orphan_runs(study, tracker, experiment_id)
     return result

@@ -167,8 +167,8 @@ class TrialRunner:
     def _taken_over(self, attempt: _Attempt) -> bool:
         """Whether another process has failed this trial while it ran (TrialResult)."""
         with attempt.watch("optuna"):
-            state = self.runs.store(optuna_private.trial_state, attempt.trial)
-        return state.is_finished()
+            trial = self.runs.store(optuna_private.frozen_trial, attempt.trial)
+        return trial.state.is_finished()
 
     def _discard(self, attempt: _Attempt, run: RunLog) -> TrialResult:
         """A trial failed under this worker: its run closes as its trial ended, the outcome the

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import optuna
 import torch
 from mlflow import MlflowClient
@@ -33,7 +32,7 @@ from pipeline.core.keys import (
 )
 from pipeline.core.outcomes import COMPLETE, FAILED
 from pipeline.core.settings import DataSettings, ModelSpec
-from pipeline.data.splits import Mnist, Split, split_train_val, to_unit_pixels
+from pipeline.data.splits import Mnist, Split, split_train_val
 from pipeline.ship.models import DigitModel
 from pipeline.ship.registry import Candidate, PromotionError
 from pipeline.study.trials import ranked_trials
@@ -41,6 +40,7 @@ from pipeline.track.artifacts import log_model
 from pipeline.track.runs import Tracker
 from pipeline.train.cost import measure_cost
 from pipeline.train.model import Ensemble
+from pipeline.train.trainer import evaluate
 
 ROLE = "ensemble"  # the TAG_ROLE of an ensemble's run
 DEFAULT_TOP = 3
@@ -89,7 +89,7 @@ def ensemble_candidate(study: optuna.Study, top: int, mnist: Mnist, *, tracker: 
     networks, specs = networks_of(members)
     ensemble = Ensemble(networks).eval()
     val = validation_split(study, mnist)
-    val_accuracy = accuracy(ensemble, val.images, val.labels)
+    _, val_accuracy, _ = evaluate(ensemble, val)
     best = members[0].user_attrs.get(ATTR_VAL_ACCURACY, members[0].value)
     echo(f"validation accuracy {val_accuracy:.2%} (the best member alone: {best:.2%})")
     run = tracker.start_run(experiment, f"ensemble-{label}",
@@ -150,14 +150,3 @@ def validation_split(study: optuna.Study, mnist: Mnist) -> Split:
         raise PromotionError(f"study {study.study_name!r} records no search space to find its "
                              "validation images in; search it with this version of pipeline")
     return split_train_val(mnist, DataSettings(**space["data"])).val
-
-
-def accuracy(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
-             batch: int = 2000) -> float:
-    """The share of ``images`` (uint8, as MNIST stores them) ``net`` reads right."""
-    with torch.no_grad():
-        digits = np.concatenate([
-            net(to_unit_pixels(images[i:i + batch]).unsqueeze(1)).argmax(dim=1).numpy()
-            for i in range(0, len(images), batch)])
-    return float((digits == labels.numpy()).mean())
-

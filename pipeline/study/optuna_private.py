@@ -96,10 +96,6 @@ def frozen_trial(trial: optuna.Trial) -> optuna.trial.FrozenTrial:
     return trial.study._storage.get_trial(trial._trial_id)
 
 
-def trial_state(trial: optuna.Trial) -> TrialState:
-    return frozen_trial(trial).state
-
-
 def never_beat(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
     # Whether a trial of a storage with heartbeats has no heartbeat at all: a claim cut short
     # between creating the trial and its first beat. Optuna keeps the heartbeats in a table of

@@ -129,16 +129,20 @@ class WeightAverage:
     def __init__(self, model: nn.Module, decay: float) -> None:
         self.decay, self.updates = decay, 0
         self.module = copy.deepcopy(model).requires_grad_(False)
+        # The same tensors every step (the trainer moves the model before, and loads into it
+        # in place after): paired once, not on every step.
+        pairs = list(zip(_state(self.module), _state(model), strict=True))
+        self.floats = ([o for o, _ in pairs if o.is_floating_point()],
+                       [t for o, t in pairs if o.is_floating_point()])
+        self.counts = [(o, t) for o, t in pairs if not o.is_floating_point()]
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
+    def update(self) -> None:
+        """Move the average towards the network's weights as they are after this step."""
         rate = min(self.decay, (1 + self.updates) / (10 + self.updates)) if self.updates else 0.0
-        pairs = list(zip(_state(self.module), _state(model), strict=True))
-        floats = [(ours, theirs) for ours, theirs in pairs if ours.is_floating_point()]
-        get_ema_multi_avg_fn(rate)([o for o, _ in floats], [t for _, t in floats], None)
-        for ours, theirs in pairs:  # batch norm's count of batches: the latest
-            if not ours.is_floating_point():
-                ours.copy_(theirs)
+        get_ema_multi_avg_fn(rate)(*self.floats, None)
+        for ours, theirs in self.counts:  # batch norm's count of batches: the latest
+            ours.copy_(theirs)
         self.updates += 1
 
 
@@ -327,7 +331,7 @@ class _Training:
             self.run_step(order[i * self.batch:(i + 1) * self.batch])
             self.schedule.step()
             if self.averaged is not None:
-                self.averaged.update(self.model)
+                self.averaged.update()
             if self.hooks.on_step is not None and (i + 1) % self.hooks.step_every == 0:
                 self.hooks.on_step(i + 1, self.steps)
             if i + 1 in self.inside:

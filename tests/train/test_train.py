@@ -234,7 +234,7 @@ def test_the_weight_average_warms_up_its_decay():
         with torch.no_grad():
             net.weight.fill_(value)
         before = average.module.weight.item()
-        average.update(net)
+        average.update()
         if expected is None:  # the third update: rate 3 / 12
             expected = before + (0.0 - before) * (1 - 3 / 12)
         assert average.module.weight.item() == pytest.approx(expected)
