@@ -1,7 +1,8 @@
-"""A TCP proxy in front of a real server, for outages on cue: down, it refuses new connections
-and resets the open ones (as a server that stopped or restarted); up, it answers again on the same
-port. The server behind it never notices. ``refuse(path)`` keeps it up but resets every HTTP
-request for ``path``, as a server that cannot write an upload (its disk full) does."""
+"""A TCP proxy in front of a real server, for outages on cue: down, it resets the open
+connections and every new one (as a server that stopped or restarted), and counts the new ones
+(``turned_away``: the client has met the outage); up, it answers again on the same port. The
+server behind it never notices. ``refuse(path)`` keeps it up but resets every HTTP request for
+``path``, as a server that cannot write an upload (its disk full) does."""
 
 from __future__ import annotations
 
@@ -16,11 +17,18 @@ class FlakyProxy:
     def __init__(self, target_port: int) -> None:
         self.target = target_port
         self.port = free_port()
-        self._listener: socket.socket | None = None
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
         self.refused: bytes | None = None
-        self.up()
+        self._down = False
+        self.turned_away = 0  # connections reset on arrival since the last down()
+        # One listener for the proxy's life: down, it accepts only to reset (and count), so a
+        # test can wait until the client has really met the outage, however slow the machine.
+        self._listener = socket.socket()
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", self.port))
+        self._listener.listen(64)
+        threading.Thread(target=self._accept, daemon=True).start()
 
     def refuse(self, path: str | None) -> None:
         """Reset the connection of each request whose first line names ``path`` (None: none)."""
@@ -28,24 +36,16 @@ class FlakyProxy:
 
     @property
     def is_up(self) -> bool:
-        return self._listener is not None
+        return not self._down
 
     def up(self) -> None:
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(64)
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+        self._down = False
 
     def down(self) -> None:
-        """Refuse new connections and reset the open ones."""
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            with contextlib.suppress(OSError):
-                listener.shutdown(socket.SHUT_RDWR)
-            listener.close()
+        """Reset the open connections, and from now on every new one."""
         with self._lock:
+            self.turned_away = 0
+            self._down = True
             self._reset(*self._open)
 
     def _reset(self, *sockets: socket.socket) -> None:
@@ -55,12 +55,14 @@ class FlakyProxy:
                 sock.close()  # with a zero linger: a reset, as a crashed server sends
         self._open.difference_update(sockets)
 
-    def _accept(self, listener: socket.socket) -> None:
+    def _accept(self) -> None:
         while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return  # closed: the proxy is down
+            client, _ = self._listener.accept()
+            with self._lock:
+                if self._down:
+                    self.turned_away += 1
+                    self._reset(client)
+                    continue
             try:
                 server = socket.create_connection(("127.0.0.1", self.target))
             except OSError:

@@ -79,12 +79,16 @@ def _sqlite(folder: Path):
 
 
 def _outage(proxy: FlakyProxy, when, seconds: float | None) -> threading.Thread:
-    """In the background: once ``when()`` holds, the proxy goes down for ``seconds`` (None: it
-    stays down)."""
+    """In the background: once ``when()`` holds, the proxy goes down, and comes back ``seconds``
+    after the search first met it (None: it stays down). Counted from that first failed contact,
+    not from the start: on a slow machine the search may not call the server for a while, and an
+    outage that ends before it does is never seen."""
     def run() -> None:
         wait_for(when, timeout=300, what="trials in their second epoch")
         proxy.down()
         if seconds is not None:
+            wait_for(lambda: proxy.turned_away, timeout=300,
+                     what="the search to meet the outage")
             time.sleep(seconds)
             proxy.up()
 
