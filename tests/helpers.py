@@ -336,7 +336,10 @@ def optuna_dashboard_study(storage: str, study_name: str, *, cwd: Path,
     else:
         server = start_server(["optuna-dashboard", storage, "--port", str(port)], cwd=cwd,
                               name="optuna-dashboard")
-        stop = server.stop
+        # Ctrl-C, as a user stops it: gunicorn's quick shutdown, 1.6 s. SIGTERM is its graceful
+        # one, which here waited its full 30 s for the worker after the importances were read.
+        def stop() -> None:
+            server.stop(signal.SIGINT)
     try:
         wait_for_http(f"{url}/api/meta", server=server, what="optuna-dashboard")
         studies = requests.get(f"{url}/api/studies", timeout=30).json()["study_summaries"]
