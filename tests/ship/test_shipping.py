@@ -46,7 +46,7 @@ SPACE = textwrap.dedent("""\
     presets:
       setup:
         good: {optimizer: adamw, lr: 3.0e-3}
-        weak: {optimizer: sgd, lr: 1.0e-4, momentum: 0.0, nesterov: false}
+        weak: {optimizer: sgd, lr: 1.0e-4, momentum: 0.0, nesterov: false, epochs: 1}
     params:
       setup: {type: categorical, choices: [good, weak]}
 """)
