@@ -229,6 +229,35 @@ def mlflow_model_server(folder: Path, model_uri: str, *, name: str) -> Iterator[
         server.stop()
 
 
+@contextmanager
+def mlflow_scoring_app(model_uri: str, *, tracking_uri: str, monkeypatch) -> Iterator[str]:
+    """MLflow's scoring app, the one `mlflow models serve` runs, on ``model_uri``, served by
+    uvicorn from this process on loopback: real HTTP requests without a second interpreter's
+    start-up (the shipping tests run the command itself). Yields its URL."""
+    import threading
+
+    import mlflow
+    import uvicorn
+    from mlflow.pyfunc import scoring_server
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    # The app marks the process as a serving environment; the mark goes when the test ends.
+    monkeypatch.delenv("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", raising=False)
+    app = scoring_server.init(mlflow.pyfunc.load_model(model_uri))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/ping", what="MLflow's scoring app")
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
 def port_is_closed(port: int) -> bool:
     import requests
 

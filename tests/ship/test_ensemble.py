@@ -1,9 +1,10 @@
 """`pipeline promote ensemble`: a study's top trials averaged into one registered model that
-MLflow's own server serves, `pipeline predict` reads and `pipeline export` writes as one ONNX
-graph, gated against the champion like any candidate.
+MLflow's own scoring server serves, `pipeline predict` reads and `pipeline export` writes as one
+ONNX graph, gated against the champion like any candidate.
 
 A four-trial grid of one-block networks on a few thousand MNIST images feeds every test; the
-commands run in this process, MLflow's model server as a real process.
+commands and MLflow's scoring app run in this process (the shipping tests start
+`mlflow models serve` itself).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import requests
 from helpers import (
     assert_one_line_error,
     invoke,
-    mlflow_model_server,
+    mlflow_scoring_app,
     optuna_study,
 )
 
@@ -121,7 +122,8 @@ def test_an_ensemble_is_gated_against_the_champion_like_a_single_network(ensembl
     assert champion == ("2" if tags["pipeline.decision"] == "better" else "1")
 
 
-def test_mlflow_serves_the_ensemble_as_pipeline_predict_reads_it(ensemble, mnist, tmp_path):
+def test_mlflow_serves_the_ensemble_as_pipeline_predict_reads_it(ensemble, mnist, tmp_path,
+                                                                 monkeypatch):
     from PIL import Image
 
     folder, _ = ensemble
@@ -129,7 +131,9 @@ def test_mlflow_serves_the_ensemble_as_pipeline_predict_reads_it(ensemble, mnist
     for i in range(20):
         paths.append(tmp_path / f"digit{i}.png")
         Image.fromarray(mnist.test.images[i].numpy()).save(paths[-1])
-    with mlflow_model_server(folder, "models:/mnist-cnn@champion", name="ensemble") as url:
+    store = f"sqlite:///{folder}/mlflow.db"
+    with mlflow_scoring_app("models:/mnist-cnn@champion", tracking_uri=store,
+                            monkeypatch=monkeypatch) as url:
         body = invoke("predict", "--request", *map(str, paths), cwd=folder)
         assert body.returncode == 0, body.stderr
         response = requests.post(f"{url}/invocations", data=body.stdout,
