@@ -119,12 +119,10 @@ def mlflow_schema_made_once(tmp_path_factory):
         if engine.url.get_backend_name() != "sqlite" or not path or path == ":memory:":
             make_tables(engine)
             return
-        with engine.connect() as connection:
-            target = connection.connection.dbapi_connection
-            if kept.exists():
-                with closing(sqlite3.connect(kept)) as schema:
-                    schema.backup(target)
-                return
+        if kept.exists():
+            with engine.connect() as connection, closing(sqlite3.connect(kept)) as schema:
+                schema.backup(connection.connection.dbapi_connection)
+            return
         make_tables(engine)
         with closing(sqlite3.connect(path)) as made, closing(sqlite3.connect(kept)) as schema:
             made.backup(schema)
