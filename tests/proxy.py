@@ -34,10 +34,6 @@ class FlakyProxy:
         """Reset the connection of each request whose first line names ``path`` (None: none)."""
         self.refused = path.encode() if path else None
 
-    @property
-    def is_up(self) -> bool:
-        return not self._down
-
     def up(self) -> None:
         self._down = False
 
