@@ -95,8 +95,8 @@ def test_the_study_has_n_trials_and_mlflow_one_parent_and_n_matching_children(se
 
 
 def test_every_trial_records_where_its_time_went(searched):
-    """By phase, on the trial and its run; the phases add up to the trial's wall time, and the
-    report sums them."""
+    """By phase, on the trial and its run; the phases add up to the trial's wall time as far as
+    their own recording, and the report sums them."""
     folder, result = searched
     runs = {r.info.run_id: r for r in runs_by_role(folder, "mnist-tiny")["trial"]}
     for trial in optuna_study(folder, "mnist-tiny").get_trials():
@@ -104,11 +104,16 @@ def test_every_trial_records_where_its_time_went(searched):
         assert list(seconds) == list(PHASES)
         assert all(v >= 0 for v in seconds.values())
         wall = trial.duration.total_seconds()
-        # The phases account for the wall time: what none of them measured ("other") is small.
-        assert sum(seconds.values()) == pytest.approx(wall, abs=0.05 + 0.05 * wall)
+        run = runs[trial.user_attrs["mlflow_run_id"]]
+        # The phases account for the trial's time from its start (the claim included) to the
+        # moment they are recorded, after its run closed. Only that recording and Optuna's own
+        # end of the trial come later: their storage writes take what the machine's load makes
+        # them take, so the bounds are the two moments the stores keep, not a tolerance.
+        closed = run.info.end_time / 1000 - trial.datetime_start.timestamp()
+        assert closed - 0.002 <= sum(seconds.values()) <= wall + 0.002, (closed, wall, seconds)
+        # What none of the phases measured ("other") is small.
         assert seconds["other"] <= 0.05 + 0.05 * wall, seconds
         assert seconds["train"] > 0 and seconds["evaluate"] > 0
-        run = runs[trial.user_attrs["mlflow_run_id"]]
         metrics = run.data.metrics
         if trial.state == TrialState.COMPLETE:
             assert seconds["mlflow_model"] > 0 and seconds["mlflow_artifacts"] > 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import textwrap
+import time
 
 import optuna
 import pytest
@@ -50,7 +51,7 @@ def runs(tmp_path_factory) -> StudyRuns:
     return StudyRuns(tracker, experiment, tracker.start_run(experiment, "study").run_id)
 
 
-def _run_one(tmp_path, runs, space_text, *, pruner=None, should_stop=None):
+def _run_one(tmp_path, runs, space_text, *, pruner=None, should_stop=None, claimed_before=0.0):
     (tmp_path / "space.yaml").write_text(space_text)
     space = load_space(tmp_path / "space.yaml")
     req = SearchRequest(space=space, trials=1, study_name="runner", storage_url="memory",
@@ -58,6 +59,7 @@ def _run_one(tmp_path, runs, space_text, *, pruner=None, should_stop=None):
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.create_study(direction="maximize", pruner=pruner)
     trial = study.ask()
+    time.sleep(claimed_before)  # the claim's own writes, before the runner gets the trial
     runner = TrialRunner(req, DATA, runs, SearchProgress(1, 0, space.metric, enabled=False),
                          should_stop)
     try:
@@ -83,6 +85,17 @@ def test_a_trial_the_pruner_stops_is_pruned_on_its_trial_and_run(tmp_path, runs)
     assert trial.user_attrs["reason"].startswith("pruned after epoch 1: val_accuracy ")
     assert run.data.tags["pipeline.pruned_epoch"] == "1"
     assert "model_uri" not in trial.user_attrs
+
+
+def test_the_time_from_the_claim_to_the_runner_is_optunas_and_in_the_trials_breakdown(
+        tmp_path, runs):
+    """A trial's time in the study starts when it is claimed (created, named, its first
+    heartbeat), before the runner has it: the phases count that time as Optuna's."""
+    always = optuna.pruners.ThresholdPruner(lower=2.0)
+    _, trial, _ = _run_one(tmp_path, runs, SPACE, pruner=always, claimed_before=0.3)
+    seconds = trial.user_attrs["seconds"]
+    assert seconds["optuna"] >= 0.3
+    assert sum(seconds.values()) >= 0.3 + seconds["train"]
 
 
 def test_a_trial_that_trains_to_the_end_records_its_value_and_model(tmp_path, runs):
