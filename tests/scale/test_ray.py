@@ -96,17 +96,19 @@ def lost_node_search(cluster, postgres, tracking_server, tmp_path_factory, reque
     storage = postgres.database("optuna")  # the plain postgresql:// URL, as the docs have it
     env = {"MLFLOW_TRACKING_URI": tracking_server}
     driver = start_cli(*_args(folder, storage, cluster.address), cwd=folder, env=env)
+    opened = []  # the study, opened once it exists (opening costs far more than a read)
 
     def a_trial_mid_training():
         if driver.poll() is not None:  # the search ended first: say why, at once
             out, err = driver.output()
             raise AssertionError(f"the search ended (exit {driver.returncode}) before a trial "
                                  f"ran on the second node:\n{out[-2000:]}\n{err[-2000:]}")
-        try:
-            study = optuna.load_study(study_name="mnist-tiny", storage=storage)
-        except Exception:  # noqa: BLE001 - the study may not exist yet
-            return None
-        for trial in study.get_trials(states=(TrialState.RUNNING,)):
+        if not opened:
+            try:
+                opened.append(optuna.load_study(study_name="mnist-tiny", storage=storage))
+            except Exception:  # noqa: BLE001 - the study may not exist yet
+                return None
+        for trial in opened[0].get_trials(states=(TrialState.RUNNING,)):
             if trial.intermediate_values and node.node_id.startswith(_node_of(trial)):
                 return trial
         return None

@@ -443,13 +443,17 @@ SLOW_ARGS = ("search", "--space", "slow.yaml", "--trials", "1", "--no-report")
 
 
 def _mid_trial(folder):
-    """A trial that is running and has reported at least one epoch."""
+    """A trial that is running and has reported at least one epoch. The study is opened once
+    it exists and then read at each poll (opening it costs twenty times a read)."""
+    opened = []
+
     def check():
-        try:
-            study = optuna_study(folder, "mnist-slow")
-        except Exception:  # noqa: BLE001 - the study may not exist yet
-            return None
-        running = study.get_trials(states=(TrialState.RUNNING,))
+        if not opened:
+            try:
+                opened.append(optuna_study(folder, "mnist-slow"))
+            except Exception:  # noqa: BLE001 - the study may not exist yet
+                return None
+        running = opened[0].get_trials(states=(TrialState.RUNNING,))
         return running[0] if running and running[0].intermediate_values else None
     return check
 
