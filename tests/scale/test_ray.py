@@ -151,7 +151,7 @@ def _keep_logs(cluster, driver) -> None:
 
 
 def test_two_workers_across_two_nodes_run_exactly_the_studys_total(lost_node_search,
-                                                                      tracking_server):
+                                                                    tracking_server):
     search = lost_node_search
     assert search["code"] == 0, search["stderr"]
     assert "Traceback" not in search["stderr"]
