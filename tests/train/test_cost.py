@@ -3,6 +3,7 @@ that leaves the network and the process as they were."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -19,8 +20,17 @@ def test_a_linear_reader_costs_its_known_flops_and_parameters():
     assert cost.latency_ms > 0 and cost.images_per_second > 0
 
 
-def test_a_wider_network_costs_more_and_the_measurement_changes_nothing():
+@pytest.fixture
+def two_threads():
+    """torch on two threads for the test; the process's own count again after it (the count is
+    the whole process's, and every later test of this process would run on two)."""
+    before = torch.get_num_threads()
     torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_a_wider_network_costs_more_and_the_measurement_changes_nothing(two_threads):
     small, wide = (build_model(make_config({"width": w}).model, seed=0).train()
                    for w in (8, 32))
     before = {k: v.clone() for k, v in small.state_dict().items()}
