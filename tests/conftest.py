@@ -51,8 +51,8 @@ def torch_threads_left_as_found():
     before = torch.get_num_threads() if torch is not None else 1
     yield
     torch = sys.modules.get("torch")
-    if torch is not None and torch.get_num_threads() != before:
-        left = torch.get_num_threads()
+    left = torch.get_num_threads() if torch is not None else before
+    if left != before:
         torch.set_num_threads(before)
         pytest.fail(f"the test left torch on {left} threads (it found {before}): restore the "
                     "count it changed", pytrace=False)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,6 +181,22 @@ def descendants(pid: int) -> list[int]:
         found += children
         frontier = children
     return found
+
+
+def opened_once(open_study: Callable):
+    """For a poll: the study ``open_study()`` opens, opened at the first call that succeeds and
+    kept, so each later poll only reads it (opening costs about twenty reads: storage, engine,
+    schema check). None while it cannot be opened: the study may not exist yet."""
+    kept = []
+
+    def study():
+        if not kept:
+            try:
+                kept.append(open_study())
+            except Exception:  # noqa: BLE001 - not created yet
+                return None
+        return kept[0]
+    return study
 
 
 def wait_for(predicate, *, timeout: float = 180, interval: float = 0.25, what: str = ""):

@@ -17,6 +17,7 @@ from helpers import (
     free_port,
     invoke,
     keep_artifacts,
+    opened_once,
     optuna_dashboard_study,
     start_cli,
     wait_for,
@@ -96,19 +97,16 @@ def lost_node_search(cluster, postgres, tracking_server, tmp_path_factory, reque
     storage = postgres.database("optuna")  # the plain postgresql:// URL, as the docs have it
     env = {"MLFLOW_TRACKING_URI": tracking_server}
     driver = start_cli(*_args(folder, storage, cluster.address), cwd=folder, env=env)
-    opened = []  # the study, opened once it exists (opening costs far more than a read)
+    study = opened_once(lambda: optuna.load_study(study_name="mnist-tiny", storage=storage))
 
     def a_trial_mid_training():
         if driver.poll() is not None:  # the search ended first: say why, at once
             out, err = driver.output()
             raise AssertionError(f"the search ended (exit {driver.returncode}) before a trial "
                                  f"ran on the second node:\n{out[-2000:]}\n{err[-2000:]}")
-        if not opened:
-            try:
-                opened.append(optuna.load_study(study_name="mnist-tiny", storage=storage))
-            except Exception:  # noqa: BLE001 - the study may not exist yet
-                return None
-        for trial in opened[0].get_trials(states=(TrialState.RUNNING,)):
+        if (opened := study()) is None:
+            return None
+        for trial in opened.get_trials(states=(TrialState.RUNNING,)):
             if trial.intermediate_values and node.node_id.startswith(_node_of(trial)):
                 return trial
         return None

@@ -24,6 +24,7 @@ from helpers import (
     invoke,
     keep_screenshot,
     mlflow_client,
+    opened_once,
     optuna_study,
     runs_by_role,
     start_cli,
@@ -443,17 +444,13 @@ SLOW_ARGS = ("search", "--space", "slow.yaml", "--trials", "1", "--no-report")
 
 
 def _mid_trial(folder):
-    """A trial that is running and has reported at least one epoch. The study is opened once
-    it exists and then read at each poll (opening it costs twenty times a read)."""
-    opened = []
+    """A trial that is running and has reported at least one epoch."""
+    study = opened_once(lambda: optuna_study(folder, "mnist-slow"))
 
     def check():
-        if not opened:
-            try:
-                opened.append(optuna_study(folder, "mnist-slow"))
-            except Exception:  # noqa: BLE001 - the study may not exist yet
-                return None
-        running = opened[0].get_trials(states=(TrialState.RUNNING,))
+        if (opened := study()) is None:
+            return None
+        running = opened.get_trials(states=(TrialState.RUNNING,))
         return running[0] if running and running[0].intermediate_values else None
     return check
 
