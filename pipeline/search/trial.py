@@ -275,12 +275,15 @@ class TrialRunner:
             self.runs.store(_send_reports, attempt)
             for key, attr in attrs.items():
                 self.runs.store(trial.set_user_attr, key, attr)
-        watch.merge(run.watch.seconds)  # no close yet
+        merged = dict(run.watch.seconds)
+        watch.merge(merged)  # no close yet
         so_far = watch.breakdown(time.perf_counter() - attempt.start)
         run.log_metrics({f"seconds_{phase}": s for phase, s in so_far.items()}
                         | {"overhead_seconds": overhead(so_far)})
         run.close(outcome, attrs.get(ATTR_REASON, ""), pruned_epoch=pruned_epoch)
-        watch.add("mlflow_close", run.watch.seconds["mlflow_close"])
+        # What the run's calls took since: the close, and the batch of the phases just sent (a
+        # store write like any other, not time that no phase measured).
+        watch.merge({phase: s - merged.get(phase, 0.0) for phase, s in run.watch.seconds.items()})
         breakdown = watch.breakdown(time.perf_counter() - attempt.start)
         self.runs.store(trial.set_user_attr, ATTR_SECONDS, breakdown)
         self.runs.store(trial.set_user_attr, ATTR_OVERHEAD_SECONDS,
