@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import tempfile
 from dataclasses import dataclass
 
 import optuna
@@ -129,14 +130,17 @@ def best_trial_pictures(study: optuna.Study, client) -> dict[str, str]:
     if client is None or not run_id:
         return {}
     pictures = {}
-    for name, title in PICTURES.items():
-        try:
-            # Two small files, downloaded without MLflow's progress bars (core.env).
-            path = client.download_artifacts(run_id, name)
-        except Exception:  # noqa: BLE001 - a picture the run does not have is left out
-            continue
-        with open(path, "rb") as f:
-            pictures[title] = "data:image/png;base64," + base64.b64encode(f.read()).decode()
+    # Downloaded into a folder of our own: from a tracking server, MLflow would otherwise make a
+    # temporary folder for each file and leave it behind.
+    with tempfile.TemporaryDirectory(prefix="pipeline-report-") as scratch:
+        for name, title in PICTURES.items():
+            try:
+                # Two small files, downloaded without MLflow's progress bars (core.env).
+                path = client.download_artifacts(run_id, name, scratch)
+            except Exception:  # noqa: BLE001 - a picture the run does not have is left out
+                continue
+            with open(path, "rb") as f:
+                pictures[title] = "data:image/png;base64," + base64.b64encode(f.read()).decode()
     return pictures
 
 

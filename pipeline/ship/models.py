@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 
 import mlflow
 import numpy as np
@@ -23,9 +24,10 @@ from pipeline.train.model import build_from_architecture
 LOAD_ON_CPU = {"device": "cpu"}
 
 
-def load_pyfunc(model_uri: str):
-    """``mlflow.pyfunc.load_model(model_uri)``, on the CPU."""
-    return mlflow.pyfunc.load_model(model_uri, model_config=LOAD_ON_CPU)
+def load_pyfunc(model_uri: str, dst_path: str | None = None):
+    """``mlflow.pyfunc.load_model(model_uri)``, on the CPU; a model that must be downloaded goes
+    to ``dst_path`` (without it, into a temporary folder MLflow makes and never removes)."""
+    return mlflow.pyfunc.load_model(model_uri, model_config=LOAD_ON_CPU, dst_path=dst_path)
 
 
 class ModelNotFound(PipelineError):
@@ -83,7 +85,11 @@ class DigitModel:
             require_tracking_store(mlflow.get_tracking_uri())
         try:
             _check_registered(uri)
-            self.local = mlflow.artifacts.download_artifacts(uri)
+            # The model's files, in a folder that lives as long as this object (a loaded model
+            # may read them later). Left to itself, MLflow downloads a tracking server's model
+            # into a temporary folder that nobody removes.
+            self._files = tempfile.TemporaryDirectory(prefix="pipeline-model-")
+            self.local = mlflow.artifacts.download_artifacts(uri, dst_path=self._files.name)
             self.pyfunc = load_pyfunc(self.local)
         except PipelineError:
             raise

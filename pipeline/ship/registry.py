@@ -11,6 +11,7 @@ was. Promoting the same run again finds its version instead of making another.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 
 import mlflow
@@ -196,9 +197,10 @@ def held_out_images(mnist: Mnist) -> tuple[np.ndarray, np.ndarray]:
 
 
 def predict_digits(model_uri: str, images: np.ndarray, batch: int = 2000) -> np.ndarray:
-    model = load_pyfunc(model_uri)
-    return np.concatenate([model.predict(images[i:i + batch])
-                           for i in range(0, len(images), batch)])
+    with tempfile.TemporaryDirectory(prefix="pipeline-model-") as scratch:
+        model = load_pyfunc(model_uri, dst_path=scratch)
+        return np.concatenate([model.predict(images[i:i + batch])
+                               for i in range(0, len(images), batch)])
 
 
 def _log_test_report(client: MlflowClient, run_id: str, labels: np.ndarray,
@@ -270,7 +272,6 @@ TEST_PREDICTIONS = "test_predictions.npy"  # on the run: its model's digit for e
 def _log_test_predictions(client: MlflowClient, run_id: str, predicted: np.ndarray) -> None:
     """Kept with the run, so that comparing it with another model later reads 10 KB instead of
     loading the model and reading the test set again."""
-    import tempfile
     from pathlib import Path
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -283,8 +284,6 @@ def _test_predictions(client: MlflowClient, run_id: str | None, model_uri: str,
                       images: np.ndarray, what: str) -> np.ndarray:
     """The model's digit for each test image: as its run kept them at registration, or, for a
     version registered before runs kept them, read again by the model."""
-    import tempfile
-
     if run_id:
         with tempfile.TemporaryDirectory() as scratch:
             try:

@@ -193,7 +193,19 @@ def test_a_node_lost_mid_trial_loses_no_trial(lost_node_search, tracking_server)
         assert run.info.status == "KILLED" and run.data.tags["pipeline.state"] == "dead-worker"
 
 
-def test_the_shared_study_reports_and_promotes_like_a_local_one(lost_node_search):
+def test_the_shared_study_reports_promotes_and_predicts_like_a_local_one(
+        lost_node_search, mnist, tmp_path, monkeypatch):
+    """From a tracking server, whatever is downloaded (the report's pictures, the model to
+    promote or to predict with) goes to folders that are removed, not left in the system's
+    temporary folder."""
+    import gc
+    import tempfile
+
+    from PIL import Image
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     search = lost_node_search
     report = invoke("report", "--storage", search["storage"], cwd=search["folder"],
                     env=search["env"])
@@ -202,6 +214,16 @@ def test_the_shared_study_reports_and_promotes_like_a_local_one(lost_node_search
                       "ray-model", cwd=search["folder"], env=search["env"])
     assert promoted.returncode == 0, promoted.stderr
     assert "ray-model@champion -> version 1" in promoted.stdout
+    digit = tmp_path / "digit.png"
+    Image.fromarray(mnist.test.images[0].numpy()).save(digit)
+    predicted = invoke("predict", "--model", "models:/ray-model@champion", str(digit),
+                       cwd=search["folder"], env=search["env"])
+    assert predicted.returncode == 0, predicted.stderr
+    assert "digit.png" in predicted.stdout
+    gc.collect()
+    # torch keeps its compile cache there on purpose (torchinductor_<user>), as it always does.
+    left = [p.name for p in scratch.iterdir() if not p.name.startswith("torchinductor_")]
+    assert not left, left
 
 
 def test_ray_with_a_sqlite_study_is_refused_in_one_line_and_writes_nothing(tmp_path):
