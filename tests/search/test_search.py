@@ -12,6 +12,7 @@ import re
 import resource
 import signal
 import textwrap
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -211,7 +212,8 @@ def test_a_heavily_pruned_study_is_explained_at_its_first_rung_in_a_real_browser
         browser.quit()
 
 
-def test_complete_trials_have_a_confusion_matrix_and_a_model_that_reads_digits(searched, mnist):
+def test_complete_trials_have_a_confusion_matrix_and_a_model_that_reads_digits(searched, mnist,
+                                                                             tmp_path):
     folder, _ = searched
     client = mlflow_client(folder)
     mlflow.set_tracking_uri(f"sqlite:///{folder}/mlflow.db")
@@ -223,8 +225,9 @@ def test_complete_trials_have_a_confusion_matrix_and_a_model_that_reads_digits(s
             run_id = trial.user_attrs["mlflow_run_id"]
             artifacts = {a.path for a in client.list_artifacts(run_id)}
             assert {"confusion_matrix.png", "confusion_matrix.json"} <= artifacts
-            matrix = json.loads(open(client.download_artifacts(
-                run_id, "confusion_matrix.json")).read())
+            # Into a folder of the test's: without one, MLflow makes one in /tmp and leaves it.
+            matrix = json.loads(Path(client.download_artifacts(
+                run_id, "confusion_matrix.json", str(tmp_path))).read_text())
             assert np.array(matrix["matrix"]).shape == (10, 10)
             assert np.array(matrix["matrix"]).sum() == 500  # every validation image, once
             metrics = client.get_run(run_id).data.metrics
