@@ -48,6 +48,10 @@ class FlakyProxy:
         for sock in sockets:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+                # A pump may be blocked reading this socket, and a close does not wake it: the
+                # socket would stay open, silent, until that read returned (a request in flight
+                # then waits out its client's timeout). Shutting its reading side wakes it.
+                sock.shutdown(socket.SHUT_RD)
                 sock.close()  # with a zero linger: a reset, as a crashed server sends
         self._open.difference_update(sockets)
 
@@ -81,8 +85,9 @@ class FlakyProxy:
         except OSError:
             pass
         finally:
-            for sock in (source, sink):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
             with self._lock:
+                # A connection this proxy reset is no longer open: no orderly end after its reset.
+                for sock in {source, sink} & self._open:
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
                 self._open.discard(source)
